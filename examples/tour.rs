@@ -1,0 +1,253 @@
+//! Every example of the WebSockets chapter, served by one Tachyon app.
+//!
+//! Run it with `cargo run --example tour` (add `-- --addr 127.0.0.1:9000` for another address),
+//! then open <http://127.0.0.1:8000/>: the page connects to `/ws`, sends `Hello!` and shows what
+//! comes back. Any WebSocket client can try the other routes:
+//!
+//! | Route | What it does |
+//! |-------|--------------|
+//! | `/ws` | echoes `Echo: {text}` |
+//! | `/ws/{room_id}` | welcomes, then echoes `[{room_id}] {text}` |
+//! | `/ws/json` | answers `{"received": msg, "processed": true, "echo": msg.message}` |
+//! | `/ws/bytes` | answers the bytes reversed |
+//! | `/ws/auth?token=` | accepts, says whether a token came, closes with 1000 |
+//! | `/ws/secure?token=` | `secret-token` only: `Authenticated!`; otherwise `close(4001)` before accept (403) |
+//! | `/ws/disconnect` | answers `Got: {text}` and logs the client leaving |
+//! | `/ws/close/{code}` | accepts, then closes with `code` |
+//! | `/chat/{room}` | broadcasts `[{room}] {text}` to everyone in the room |
+//! | `/api/v1/notifications` | a router with a prefix: sends `{"type": "connected"}`, closes |
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::extract::State;
+use axum::response::Html;
+use axum::routing::get;
+use serde_json::{Value, json};
+use tachyon::{Router, Tachyon, Utf8Bytes, WebSocket, websocket};
+use tokio::sync::broadcast;
+
+/// The basic echo.
+#[websocket("/ws")]
+async fn echo(mut ws: WebSocket) -> tachyon::Result<()> {
+    ws.accept().await?;
+    loop {
+        let data = ws.receive_text().await?;
+        ws.send_text(format!("Echo: {data}")).await?;
+    }
+}
+
+/// Path parameters: the room comes from the URL.
+#[websocket("/ws/{room_id}")]
+async fn room(mut ws: WebSocket, room_id: String) -> tachyon::Result<()> {
+    ws.accept().await?;
+    ws.send_text(format!("Welcome to room: {room_id}")).await?;
+    loop {
+        let message = ws.receive_text().await?;
+        ws.send_text(format!("[{room_id}] {message}")).await?;
+    }
+}
+
+/// JSON in, JSON out. Invalid JSON is answered, not fatal.
+#[websocket("/ws/json")]
+async fn json_ws(mut ws: WebSocket) -> tachyon::Result<()> {
+    ws.accept().await?;
+    loop {
+        let data: Value = match ws.receive_json().await {
+            Ok(data) => data,
+            Err(tachyon::Error::InvalidJson(error)) => {
+                ws.send_json(&json!({"error": format!("invalid JSON: {error}")})).await?;
+                continue;
+            }
+            Err(other) => return Err(other),
+        };
+        let echo = data.get("message").cloned().unwrap_or_else(|| json!(""));
+        ws.send_json(&json!({"received": data, "processed": true, "echo": echo}))
+            .await?;
+    }
+}
+
+/// Binary messages: answered reversed.
+#[websocket("/ws/bytes")]
+async fn bytes_ws(mut ws: WebSocket) -> tachyon::Result<()> {
+    ws.accept().await?;
+    loop {
+        let data = ws.receive_bytes().await?;
+        let reversed: Vec<u8> = data.iter().rev().copied().collect();
+        ws.send_bytes(reversed).await?;
+    }
+}
+
+/// Query parameters, read after accepting.
+#[websocket("/ws/auth")]
+async fn authenticated_ws(mut ws: WebSocket) -> tachyon::Result<()> {
+    ws.accept().await?;
+    let token = ws.query_params().get("token").filter(|token| !token.is_empty());
+    if token.is_none() {
+        ws.send_json(&json!({"error": "No token"})).await?;
+        return ws.close(1000).await;
+    }
+    ws.send_json(&json!({"authenticated": true})).await
+}
+
+/// Authentication before accepting: a bad token never gets a connection.
+#[websocket("/ws/secure")]
+async fn secure_ws(mut ws: WebSocket) -> tachyon::Result<()> {
+    let token = ws.query_params().get("token");
+    // Or from the headers, before accepting: ws.headers().get("authorization")
+    if !validate_token(token) {
+        return ws.close(4001).await; // custom code: unauthorized (answered with HTTP 403)
+    }
+    ws.accept().await?;
+    ws.send_text("Authenticated!").await
+}
+
+fn validate_token(token: Option<&str>) -> bool {
+    token == Some("secret-token")
+}
+
+/// Handling the client leaving.
+#[websocket("/ws/disconnect")]
+async fn handle_disconnect(mut ws: WebSocket) -> tachyon::Result<()> {
+    ws.accept().await?;
+    loop {
+        match ws.receive_text().await {
+            Ok(data) => ws.send_text(format!("Got: {data}")).await?,
+            Err(tachyon::Error::Disconnected(gone)) => {
+                tracing::info!(code = gone.code, "Client disconnected");
+                // Cleanup...
+                return Ok(());
+            }
+            Err(other) => return Err(other),
+        }
+    }
+}
+
+/// Close codes: `/ws/close/4001` closes with 4001. A code that may not be sent (`/ws/close/1006`)
+/// is an error, which Tachyon turns into a 1011 close.
+#[websocket("/ws/close/{code}")]
+async fn close_with_code(mut ws: WebSocket, code: u16) -> tachyon::Result<()> {
+    ws.accept().await?;
+    ws.close(code).await
+}
+
+/// The chat: every message goes to everyone in the room.
+#[websocket("/chat/{room}")]
+async fn chat(mut ws: WebSocket, room: String, State(tour): State<Tour>) -> tachyon::Result<()> {
+    ws.accept().await?;
+    let (everyone, mut inbox) = tour.chat.join(&room);
+    loop {
+        tokio::select! {
+            data = ws.receive_text() => {
+                // Nobody listening is fine: this member is still subscribed.
+                let _ = everyone.send(format!("[{room}] {}", data?).into());
+            }
+            Ok(message) = inbox.recv() => ws.send_text(message).await?,
+        }
+    }
+}
+
+/// A handler registered on a router with a prefix.
+#[websocket("/notifications")]
+async fn notifications(mut ws: WebSocket) -> tachyon::Result<()> {
+    ws.accept().await?;
+    ws.send_json(&json!({"type": "connected"})).await
+}
+
+/// The tour's shared state.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Tour {
+    chat: ChatRooms,
+}
+
+/// A minimal connection manager: one broadcast channel per room.
+#[derive(Clone, Debug, Default)]
+struct ChatRooms(Arc<Mutex<HashMap<String, broadcast::Sender<Utf8Bytes>>>>);
+
+impl ChatRooms {
+    fn join(&self, room: &str) -> (broadcast::Sender<Utf8Bytes>, broadcast::Receiver<Utf8Bytes>) {
+        let mut rooms = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let sender = rooms
+            .entry(room.to_owned())
+            .or_insert_with(|| broadcast::channel(256).0)
+            .clone();
+        let inbox = sender.subscribe();
+        (sender, inbox)
+    }
+}
+
+/// The page at `/`: the chapter's JavaScript client.
+async fn index() -> Html<&'static str> {
+    Html(
+        r#"<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Tachyon WebSockets</title></head>
+<body>
+<h1>Tachyon WebSockets</h1>
+<ul id="messages"></ul>
+<script>
+const ws = new WebSocket(`ws://${location.host}/ws`);
+ws.onmessage = (event) => {
+    console.log("Received:", event.data);
+    const item = document.createElement("li");
+    item.textContent = event.data;
+    document.getElementById("messages").appendChild(item);
+};
+ws.onopen = () => ws.send("Hello!");
+// Output: "Echo: Hello!"
+</script>
+</body>
+</html>
+"#,
+    )
+}
+
+/// The whole app: WebSocket routes, a router with a prefix, and an HTTP page.
+pub(crate) fn app() -> Tachyon<Tour> {
+    let api = Router::with_prefix("/api/v1").websocket(notifications);
+    Tachyon::with_state(Tour::default())
+        .websocket(echo)
+        .websocket(room)
+        .websocket(json_ws)
+        .websocket(bytes_ws)
+        .websocket(authenticated_ws)
+        .websocket(secure_ws)
+        .websocket(handle_disconnect)
+        .websocket(close_with_code)
+        .websocket(chat)
+        .include_router(api)
+        .merge(axum::Router::new().route("/", get(index)))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tachyon=debug".into()),
+        )
+        .init();
+    let addr = address_from_args()?;
+    let app = app();
+    tracing::info!("serving on http://{addr}/ with WebSocket routes {:?}", app.routes().collect::<Vec<_>>());
+    app.serve(addr).await?;
+    Ok(())
+}
+
+/// `--addr HOST:PORT`, default `127.0.0.1:8000`.
+fn address_from_args() -> Result<SocketAddr, String> {
+    let mut args = std::env::args().skip(1);
+    let mut addr = "127.0.0.1:8000".to_owned();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--addr" => addr = args.next().ok_or("--addr needs a value, like 127.0.0.1:8000")?,
+            other => match other.strip_prefix("--addr=") {
+                Some(value) => addr = value.to_owned(),
+                None => return Err(format!("unknown argument `{other}`; usage: tour [--addr HOST:PORT]")),
+            },
+        }
+    }
+    addr.parse()
+        .map_err(|error| format!("--addr `{addr}` is not HOST:PORT ({error})"))
+}

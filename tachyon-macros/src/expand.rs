@@ -1,0 +1,180 @@
+//! Generating the handler. The function keeps its name, arguments and result, but returns a
+//! `HandlerFuture<name, _>`; that return type is how `Tachyon::websocket(name)` finds the route.
+//! A braced struct of the same name (type namespace only, so it never clashes with a variable or
+//! the function) carries `name::PATH` and `name::route()`, and holds the original body.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{ItemFn, ReturnType};
+
+use crate::parse::{Attribute, Handler, Role};
+
+pub(crate) fn expand(attribute: &Attribute, function: ItemFn) -> syn::Result<TokenStream> {
+    let handler = Handler::new(attribute, function)?;
+    let krate = match &attribute.krate {
+        Some(path) => quote!(#path),
+        None => quote!(::tachyon),
+    };
+    let private = quote!(#krate::__private);
+    let axum = quote!(#private::axum);
+
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = &handler.function;
+    let name = &sig.ident;
+    let axum_path = &handler.template.axum_path;
+    let (docs, attrs): (Vec<_>, Vec<_>) = attrs.iter().partition(|attr| attr.path().is_ident("doc"));
+    let cfgs: Vec<_> = attrs.iter().filter(|attr| attr.path().is_ident("cfg")).collect();
+    let generated_doc = format!("WebSocket handler at `{axum_path}`.");
+    let docs = if docs.is_empty() {
+        quote!(#[doc = #generated_doc])
+    } else {
+        quote!(#(#docs)*)
+    };
+
+    let output = match &sig.output {
+        ReturnType::Default => quote!(()),
+        ReturnType::Type(_, ty) => quote!(#ty),
+    };
+    let output_span = match &sig.output {
+        ReturnType::Default => sig.paren_token.span.join(),
+        ReturnType::Type(_, ty) => ty.span(),
+    };
+    let mut inner = sig.clone();
+    inner.ident = format_ident!("__tachyon_handler");
+
+    let types: Vec<_> = handler.arguments.iter().map(|argument| &argument.ty).collect();
+    let values: Vec<_> = (0..types.len())
+        .map(|index| format_ident!("__tachyon_arg{}", index))
+        .collect();
+    let extractor_types: Vec<_> = handler
+        .arguments
+        .iter()
+        .filter(|argument| matches!(argument.role, Role::Extractor))
+        .map(|argument| &argument.ty)
+        .collect();
+    let state = format_ident!("__TachyonS");
+    let bounds = quote! {
+        #state: ::core::clone::Clone + ::core::marker::Send + ::core::marker::Sync + 'static,
+        #( #extractor_types: #axum::extract::FromRequestParts<#state>, )*
+    };
+
+    let connection = format_ident!("__tachyon_connection");
+    let mut extractions = Vec::new();
+    let mut call = Vec::new();
+    for ((argument, value), ty) in handler.arguments.iter().zip(&values).zip(&types) {
+        match &argument.role {
+            Role::Socket => call.push(quote!(__tachyon_socket)),
+            Role::PathParam(param) => {
+                let type_name = quote!(#ty).to_string().replace(' ', "");
+                extractions.push(quote_spanned! {ty.span()=>
+                    let #value: #ty = match #connection.path_param::<#ty>(#param, #type_name) {
+                        ::core::result::Result::Ok(value) => value,
+                        ::core::result::Result::Err(response) => return response,
+                    };
+                });
+                call.push(quote!(#value));
+            }
+            Role::Extractor => {
+                extractions.push(quote_spanned! {ty.span()=>
+                    let #value: #ty = match #connection.extract::<#ty, #state>(&__tachyon_state).await {
+                        ::core::result::Result::Ok(value) => value,
+                        ::core::result::Result::Err(response) => return response,
+                    };
+                });
+                call.push(quote!(#value));
+            }
+        }
+    }
+    let mutability = if extractor_types.is_empty() {
+        quote!()
+    } else {
+        quote!(mut)
+    };
+    let run = quote_spanned! {output_span=>
+        #connection.run(move |__tachyon_socket| Self::__tachyon_handler(#(#call),*)).await
+    };
+    // The function keeps its name and arguments (plain names where the handler had them).
+    let parameters: Vec<_> = handler
+        .function
+        .sig
+        .inputs
+        .iter()
+        .zip(&values)
+        .map(|(input, value)| match input {
+            syn::FnArg::Typed(typed) => match &*typed.pat {
+                syn::Pat::Ident(ident) if ident.subpat.is_none() && ident.by_ref.is_none() => {
+                    ident.ident.clone()
+                }
+                _ => value.clone(),
+            },
+            syn::FnArg::Receiver(_) => value.clone(),
+        })
+        .collect();
+    let wrapper = quote_spanned! {name.span()=>
+        #krate::HandlerFuture::new(#name::__tachyon_handler(#(#parameters),*))
+    };
+    let route_doc = format!(
+        "The route of the [`{name}()`]({name}()) WebSocket handler: `{name}::PATH` is \
+         `\"{axum_path}\"`, `{name}::route()` its axum `MethodRouter`."
+    );
+
+    Ok(quote! {
+        #docs
+        #(#cfgs)*
+        #vis fn #name(#(#parameters: #types),*) -> #krate::HandlerFuture<#name, #output> {
+            #wrapper
+        }
+
+        #[doc = #route_doc]
+        #(#cfgs)*
+        #[allow(non_camel_case_types, dead_code)]
+        #[derive(::core::clone::Clone, ::core::marker::Copy, ::core::fmt::Debug)]
+        #vis struct #name {}
+
+        #(#cfgs)*
+        #[allow(dead_code)]
+        impl #name {
+            /// The route's path, in axum's syntax.
+            #vis const PATH: &'static str = #axum_path;
+
+            /// The route for axum: `axum::Router::new().route(PATH, route())`.
+            #vis fn route<#state>() -> #axum::routing::MethodRouter<#state>
+            where
+                #bounds
+            {
+                #axum::routing::get(
+                    |#axum::extract::State(__tachyon_state): #axum::extract::State<#state>,
+                     __tachyon_request: #axum::extract::Request| async move {
+                        let #mutability #connection =
+                            match #private::Connection::start(__tachyon_request, &__tachyon_state).await {
+                                ::core::result::Result::Ok(connection) => connection,
+                                ::core::result::Result::Err(response) => return response,
+                            };
+                        #(#extractions)*
+                        #run
+                    },
+                )
+            }
+
+            #(#attrs)*
+            #inner #block
+        }
+
+        #(#cfgs)*
+        impl<#state> #krate::WebSocketRoute<#state> for #name
+        where
+            #bounds
+        {
+            const PATH: &'static str = #axum_path;
+
+            fn method_router() -> #axum::routing::MethodRouter<#state> {
+                Self::route()
+            }
+        }
+    })
+}

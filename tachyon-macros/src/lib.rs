@@ -1,0 +1,38 @@
+//! The `#[websocket]` attribute of [Tachyon](https://docs.rs/tachyon). Depend on `tachyon`, which
+//! re-exports it and documents it; the generated code calls `tachyon` only.
+
+use proc_macro::TokenStream;
+use quote::ToTokens;
+
+mod expand;
+mod parse;
+mod path;
+
+/// Turns an `async fn` into a Tachyon WebSocket handler. Documented in `tachyon`, which
+/// re-exports it.
+#[proc_macro_attribute]
+pub fn websocket(attribute: TokenStream, item: TokenStream) -> TokenStream {
+    let function = match syn::parse::<syn::ItemFn>(item.clone()) {
+        Ok(function) => function,
+        Err(error) => {
+            let message = syn::Error::new(
+                error.span(),
+                "#[websocket] goes on an `async fn` handler",
+            );
+            let mut output = message.to_compile_error();
+            output.extend(proc_macro2::TokenStream::from(item));
+            return output.into();
+        }
+    };
+    let expanded = syn::parse::<parse::Attribute>(attribute)
+        .and_then(|attribute| expand::expand(&attribute, function.clone()));
+    match expanded {
+        Ok(tokens) => tokens.into(),
+        Err(error) => {
+            // Keep the function, so the one mistake is the only error.
+            let mut output = error.to_compile_error();
+            function.to_tokens(&mut output);
+            output.into()
+        }
+    }
+}

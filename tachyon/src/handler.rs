@@ -1,0 +1,173 @@
+//! What `#[websocket]` makes of a function: a [`WebSocketHandler`] to register (the function,
+//! whose [`HandlerFuture`] return type ties it to its [`WebSocketRoute`]), and the return types a
+//! handler may have ([`HandlerReturn`]).
+
+use std::any::Any;
+use std::fmt::{self, Display};
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::routing::MethodRouter;
+
+use crate::error::{Error, WebSocketDisconnect};
+
+/// A function annotated with `#[websocket("/path")]`, ready to register.
+///
+/// Give the function itself to [`Tachyon::websocket`](crate::Tachyon::websocket) or
+/// [`Router::websocket`](crate::Router::websocket). `Args` only tells the function's arity apart
+/// and is inferred. In plain axum, use the route the attribute generates:
+/// `axum::Router::new().route(handler::PATH, handler::route())`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a Tachyon WebSocket handler for state `{S}`",
+    label = "not a `#[websocket]` handler for this state",
+    note = "annotate an `async fn` that takes a `tachyon::WebSocket` with `#[tachyon::websocket(\"/path\")]`",
+    note = "if it is annotated, one of its extractors needs another state: build the app with `Tachyon::with_state(..)` holding the state its `State<T>` arguments name"
+)]
+pub trait WebSocketHandler<S, Args>: Sized {
+    /// The route's path, in axum's syntax (`/ws/{room_id}`).
+    const PATH: &'static str;
+
+    /// The axum route: a `GET` that performs the handshake and runs the handler.
+    fn method_router() -> MethodRouter<S>;
+}
+
+/// The route side of a `#[websocket]` handler, implemented by the attribute on the type named
+/// like the function (`room::PATH`, `room::route()`). Not meant to be implemented by hand.
+pub trait WebSocketRoute<S> {
+    /// The route's path, in axum's syntax.
+    const PATH: &'static str;
+
+    /// The axum route.
+    fn method_router() -> MethodRouter<S>;
+}
+
+/// The future a `#[websocket]` function returns when called directly: it resolves to the
+/// function's own return value. `H` ties the function to its route.
+#[must_use = "futures do nothing unless awaited"]
+pub struct HandlerFuture<H, T> {
+    future: Pin<Box<dyn Future<Output = T> + Send + 'static>>,
+    route: PhantomData<fn() -> H>,
+}
+
+impl<H, T> HandlerFuture<H, T> {
+    #[doc(hidden)]
+    pub fn new(future: impl Future<Output = T> + Send + 'static) -> Self {
+        Self {
+            future: Box::pin(future),
+            route: PhantomData,
+        }
+    }
+}
+
+impl<H, T> Future for HandlerFuture<H, T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        self.future.as_mut().poll(cx)
+    }
+}
+
+impl<H, T> fmt::Debug for HandlerFuture<H, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandlerFuture")
+            .field("handler", &std::any::type_name::<H>())
+            .finish_non_exhaustive()
+    }
+}
+
+macro_rules! impl_websocket_handler {
+    ($($arg:ident),*) => {
+        impl<F, H, T, S, $($arg,)*> WebSocketHandler<S, ($($arg,)*)> for F
+        where
+            F: Fn($($arg),*) -> HandlerFuture<H, T>,
+            H: WebSocketRoute<S>,
+        {
+            const PATH: &'static str = H::PATH;
+
+            fn method_router() -> MethodRouter<S> {
+                H::method_router()
+            }
+        }
+    };
+}
+
+impl_websocket_handler!(A1);
+impl_websocket_handler!(A1, A2);
+impl_websocket_handler!(A1, A2, A3);
+impl_websocket_handler!(A1, A2, A3, A4);
+impl_websocket_handler!(A1, A2, A3, A4, A5);
+impl_websocket_handler!(A1, A2, A3, A4, A5, A6);
+impl_websocket_handler!(A1, A2, A3, A4, A5, A6, A7);
+impl_websocket_handler!(A1, A2, A3, A4, A5, A6, A7, A8);
+impl_websocket_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9);
+impl_websocket_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10);
+impl_websocket_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11);
+impl_websocket_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12);
+impl_websocket_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12, A13);
+impl_websocket_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12, A13, A14);
+impl_websocket_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12, A13, A14, A15);
+impl_websocket_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12, A13, A14, A15, A16);
+
+/// The return types a `#[websocket]` handler may have: `()`, or `Result<(), E>` where `E`
+/// displays (`tachyon::Result<()>`, `anyhow::Result<()>`, `Result<(), String>`...).
+///
+/// An `Err` after `accept` closes the connection with 1011 and the error text as the reason,
+/// and is logged with `tracing` unless it is the client's disconnect. Before `accept` it answers
+/// the handshake with `500`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a valid return type for a `#[websocket]` handler",
+    label = "return `()` or `Result<(), E>` where `E: Display`",
+    note = "`tachyon::Result<()>` lets the handler use `?` on every WebSocket operation"
+)]
+pub trait HandlerReturn: Send + 'static {
+    /// `Ok` for success, or why the handler failed.
+    ///
+    /// # Errors
+    /// The handler's error, as a [`Failure`].
+    fn into_result(self) -> Result<(), Failure>;
+}
+
+impl HandlerReturn for () {
+    fn into_result(self) -> Result<(), Failure> {
+        Ok(())
+    }
+}
+
+impl<E> HandlerReturn for Result<(), E>
+where
+    E: Display + Send + 'static,
+{
+    fn into_result(self) -> Result<(), Failure> {
+        self.map_err(|error| {
+            let any: &dyn Any = &error;
+            let disconnect = any.downcast_ref::<Error>().is_some_and(Error::is_disconnect)
+                || any.is::<WebSocketDisconnect>();
+            Failure {
+                message: error.to_string(),
+                disconnect,
+            }
+        })
+    }
+}
+
+/// Why a handler failed: its error's text, and whether the error was the client disconnecting.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    message: String,
+    disconnect: bool,
+}
+
+impl Failure {
+    /// Whether the error was a [`WebSocketDisconnect`] (the client leaving, not a failure).
+    pub fn is_disconnect(&self) -> bool {
+        self.disconnect
+    }
+}
+
+impl Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}

@@ -1,0 +1,138 @@
+//! Helpers shared by the integration tests: servers on real sockets, and waits that always end.
+#![allow(dead_code, unreachable_pub)]
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum_test::{TestResponse, TestServer, TestWebSocket, WsMessage};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WireCloseCode;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The longest any single wait in a test may take.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Awaits `future`, failing the test if it takes longer than [`WAIT`].
+pub async fn within<F: IntoFuture>(what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(WAIT, future.into_future()).await {
+        Ok(output) => output,
+        Err(_) => panic!("timed out after {WAIT:?} waiting for {what}"),
+    }
+}
+
+/// An axum-test server over real HTTP on 127.0.0.1.
+pub fn server(app: impl Into<axum::Router>) -> TestServer {
+    TestServer::builder().http_transport().build(app.into())
+}
+
+/// Sends a WebSocket handshake to `path` and returns the HTTP response.
+pub async fn handshake(server: &TestServer, path: &str) -> TestResponse {
+    within(&format!("the handshake response of {path}"), server.get_websocket(path)).await
+}
+
+/// Connects to `path`, asserting `101 Switching Protocols`.
+pub async fn connect(server: &TestServer, path: &str) -> TestWebSocket {
+    let response = handshake(server, path).await;
+    response.assert_status(axum::http::StatusCode::SWITCHING_PROTOCOLS);
+    within("the upgrade", response.into_websocket()).await
+}
+
+/// The next message from the server.
+pub async fn next_message(ws: &mut TestWebSocket) -> WsMessage {
+    within("a message from the server", ws.receive_message()).await
+}
+
+/// Asserts that the next message is the text `expected`.
+pub async fn expect_text(ws: &mut TestWebSocket, expected: &str) {
+    match next_message(ws).await {
+        WsMessage::Text(text) => assert_eq!(text.as_str(), expected),
+        other => panic!("expected the text {expected:?}, got {other:?}"),
+    }
+}
+
+/// Asserts that the next message is JSON equal to `expected`.
+pub async fn expect_json(ws: &mut TestWebSocket, expected: serde_json::Value) {
+    match next_message(ws).await {
+        WsMessage::Text(text) => {
+            let value: serde_json::Value = serde_json::from_str(text.as_str())
+                .unwrap_or_else(|error| panic!("not JSON ({error}): {text}"));
+            assert_eq!(value, expected);
+        }
+        other => panic!("expected JSON {expected}, got {other:?}"),
+    }
+}
+
+/// Asserts that the next message is a close frame with `code`; returns its reason.
+pub async fn expect_close(ws: &mut TestWebSocket, code: u16) -> String {
+    match next_message(ws).await {
+        WsMessage::Close(Some(frame)) => {
+            assert_eq!(u16::from(frame.code), code, "close code (reason: {:?})", frame.reason);
+            frame.reason.as_str().to_owned()
+        }
+        other => panic!("expected a close frame with code {code}, got {other:?}"),
+    }
+}
+
+/// A server on a real socket, for clients that need more control than axum-test gives. The
+/// server task is aborted when this is dropped.
+pub struct Served {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves `app` on 127.0.0.1 with an OS-chosen port.
+pub async fn serve(app: impl Into<axum::Router>) -> Served {
+    let listener = within("binding 127.0.0.1:0", tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local address");
+    let app: axum::Router = app.into();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("server");
+    });
+    Served { addr, task }
+}
+
+/// A tokio-tungstenite client.
+pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Connects a tokio-tungstenite client to `path` on `served`.
+pub async fn raw_connect(served: &Served, path: &str) -> Client {
+    let url = format!("ws://{}{path}", served.addr);
+    let (client, response) = within("connecting", tokio_tungstenite::connect_async(url))
+        .await
+        .expect("WebSocket handshake");
+    assert_eq!(response.status(), 101);
+    client
+}
+
+/// The close code of a tungstenite close frame, as a number.
+pub fn wire_code(code: WireCloseCode) -> u16 {
+    code.into()
+}
+
+/// A channel for handlers to report what they saw, and the test side of it.
+pub fn reports() -> (mpsc::UnboundedSender<String>, Reports) {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    (sender, Reports(receiver))
+}
+
+/// What handlers reported.
+pub struct Reports(mpsc::UnboundedReceiver<String>);
+
+impl Reports {
+    /// The next report.
+    pub async fn next(&mut self) -> String {
+        within("a report from the handler", self.0.recv())
+            .await
+            .expect("the handler side hung up without reporting")
+    }
+}
