@@ -57,7 +57,8 @@ async fn json_ws(mut ws: WebSocket) -> tachyon::Result<()> {
         let data: Value = match ws.receive_json().await {
             Ok(data) => data,
             Err(tachyon::Error::InvalidJson(error)) => {
-                ws.send_json(&json!({"error": format!("invalid JSON: {error}")})).await?;
+                ws.send_json(&json!({"error": format!("invalid JSON: {error}")}))
+                    .await?;
                 continue;
             }
             Err(other) => return Err(other),
@@ -83,7 +84,10 @@ async fn bytes_ws(mut ws: WebSocket) -> tachyon::Result<()> {
 #[websocket("/ws/auth")]
 async fn authenticated_ws(mut ws: WebSocket) -> tachyon::Result<()> {
     ws.accept().await?;
-    let token = ws.query_params().get("token").filter(|token| !token.is_empty());
+    let token = ws
+        .query_params()
+        .get("token")
+        .filter(|token| !token.is_empty());
     if token.is_none() {
         ws.send_json(&json!({"error": "No token"})).await?;
         return ws.close(1000).await;
@@ -230,7 +234,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let addr = address_from_args()?;
     let app = app();
-    tracing::info!("serving on http://{addr}/ with WebSocket routes {:?}", app.routes().collect::<Vec<_>>());
+    tracing::info!(
+        "serving on http://{addr}/ with WebSocket routes {:?}",
+        app.routes().collect::<Vec<_>>()
+    );
     app.serve(addr).await?;
     Ok(())
 }
@@ -241,10 +248,18 @@ fn address_from_args() -> Result<SocketAddr, String> {
     let mut addr = "127.0.0.1:8000".to_owned();
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--addr" => addr = args.next().ok_or("--addr needs a value, like 127.0.0.1:8000")?,
+            "--addr" => {
+                addr = args
+                    .next()
+                    .ok_or("--addr needs a value, like 127.0.0.1:8000")?;
+            }
             other => match other.strip_prefix("--addr=") {
                 Some(value) => addr = value.to_owned(),
-                None => return Err(format!("unknown argument `{other}`; usage: tour [--addr HOST:PORT]")),
+                None => {
+                    return Err(format!(
+                        "unknown argument `{other}`; usage: tour [--addr HOST:PORT]"
+                    ));
+                }
             },
         }
     }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::extract::State;
-use axum::{Extension, Json};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::{Extension, Json};
 use futures_util::StreamExt;
 use serde_json::json;
 use support::{
@@ -21,9 +21,17 @@ use tokio_tungstenite::tungstenite::Message as WireMessage;
 #[websocket("/info/{name}")]
 async fn info(mut ws: WebSocket, name: String) -> tachyon::Result<()> {
     // Everything about the request is readable before deciding.
-    let header = ws.headers().get("x-custom").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let header = ws
+        .headers()
+        .get("x-custom")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let token = ws.query_params().get("token").map(str::to_owned);
-    let tags: Vec<String> = ws.query_params().get_all("tag").map(str::to_owned).collect();
+    let tags: Vec<String> = ws
+        .query_params()
+        .get_all("tag")
+        .map(str::to_owned)
+        .collect();
     let param = ws.path_params().get("name").map(str::to_owned);
     let url = ws.url().to_string();
     ws.accept().await?;
@@ -58,11 +66,17 @@ async fn request_details_are_readable_before_accepting() {
 #[websocket("/early")]
 async fn early(mut ws: WebSocket) -> tachyon::Result<()> {
     // Using the connection before accepting is an error, not a panic.
-    let send = ws.send_text("too soon").await.expect_err("send before accept");
+    let send = ws
+        .send_text("too soon")
+        .await
+        .expect_err("send before accept");
     let receive = ws.receive_text().await.expect_err("receive before accept");
-    let both_not_accepted = matches!(send, Error::NotAccepted { .. })
-        && matches!(receive, Error::NotAccepted { .. });
-    ws.deny(StatusCode::CONFLICT, format!("{both_not_accepted}|{send}|{receive}"))
+    let both_not_accepted =
+        matches!(send, Error::NotAccepted { .. }) && matches!(receive, Error::NotAccepted { .. });
+    ws.deny(
+        StatusCode::CONFLICT,
+        format!("{both_not_accepted}|{send}|{receive}"),
+    )
 }
 
 #[tokio::test]
@@ -76,7 +90,10 @@ async fn receive_and_send_before_accept_are_errors() {
         body.contains("cannot send a text message before the handshake is accepted: call `ws.accept().await?` first"),
         "{body}"
     );
-    assert!(body.contains("cannot receive a message before the handshake"), "{body}");
+    assert!(
+        body.contains("cannot receive a message before the handshake"),
+        "{body}"
+    );
 }
 
 #[websocket("/deny")]
@@ -84,7 +101,10 @@ async fn deny_json(
     mut ws: WebSocket,
     Extension(report): Extension<UnboundedSender<String>>,
 ) -> tachyon::Result<()> {
-    ws.deny(StatusCode::UNAUTHORIZED, Json(json!({"error": "missing credentials"})))?;
+    ws.deny(
+        StatusCode::UNAUTHORIZED,
+        Json(json!({"error": "missing credentials"})),
+    )?;
     // The handshake is decided: the handler goes on, but cannot accept or send any more.
     let accept = ws.accept().await.expect_err("accept after deny");
     let send = ws.send_text("x").await.expect_err("send after deny");
@@ -127,7 +147,9 @@ async fn silent(_ws: WebSocket) {}
 #[tokio::test]
 async fn returning_without_accepting_is_403() {
     let server = server(Tachyon::new().websocket(silent));
-    handshake(&server, "/silent").await.assert_status(StatusCode::FORBIDDEN);
+    handshake(&server, "/silent")
+        .await
+        .assert_status(StatusCode::FORBIDDEN);
 }
 
 #[websocket("/fails-early")]
@@ -142,7 +164,12 @@ async fn panics_early(_ws: WebSocket) -> tachyon::Result<()> {
 
 #[tokio::test]
 async fn an_error_or_a_panic_before_accepting_is_500_and_the_server_keeps_serving() {
-    let server = server(Tachyon::new().websocket(fails_early).websocket(panics_early).websocket(info));
+    let server = server(
+        Tachyon::new()
+            .websocket(fails_early)
+            .websocket(panics_early)
+            .websocket(info),
+    );
     let response = handshake(&server, "/fails-early").await;
     response.assert_status(StatusCode::INTERNAL_SERVER_ERROR);
     // The error text stays in the logs, not in the response.
@@ -157,18 +184,24 @@ async fn an_error_or_a_panic_before_accepting_is_500_and_the_server_keeps_servin
 #[websocket("/protocols")]
 async fn protocols(mut ws: WebSocket) -> tachyon::Result<()> {
     let offered: Vec<String> = ws.requested_subprotocols().map(str::to_owned).collect();
-    if let Err(error) = ws.accept_with(Accept::new().subprotocol("not-offered")).await {
+    if let Err(error) = ws
+        .accept_with(Accept::new().subprotocol("not-offered"))
+        .await
+    {
         // Still undecided: the handler can try again.
-        assert!(matches!(error, Error::SubprotocolNotOffered { .. }), "{error}");
+        assert!(
+            matches!(error, Error::SubprotocolNotOffered { .. }),
+            "{error}"
+        );
     }
-    ws.accept_with(
-        Accept::new()
-            .subprotocol("chat.v2")
-            .header(HeaderName::from_static("x-tachyon"), HeaderValue::from_static("yes")),
-    )
+    ws.accept_with(Accept::new().subprotocol("chat.v2").header(
+        HeaderName::from_static("x-tachyon"),
+        HeaderValue::from_static("yes"),
+    ))
     .await?;
     let chosen = ws.subprotocol().unwrap_or("none").to_owned();
-    ws.send_text(format!("{}|{chosen}", offered.join(","))).await?;
+    ws.send_text(format!("{}|{chosen}", offered.join(",")))
+        .await?;
     // Accepting twice is refused.
     match ws.accept().await {
         Err(Error::AlreadyAccepted { .. }) => ws.send_text("accepted once").await,
@@ -195,7 +228,11 @@ async fn accept_with_selects_a_subprotocol_and_adds_headers() {
 }
 
 #[websocket("/counted/{id}")]
-async fn counted(mut ws: WebSocket, id: u64, State(runs): State<Arc<AtomicUsize>>) -> tachyon::Result<()> {
+async fn counted(
+    mut ws: WebSocket,
+    id: u64,
+    State(runs): State<Arc<AtomicUsize>>,
+) -> tachyon::Result<()> {
     runs.fetch_add(1, Ordering::SeqCst);
     ws.accept().await?;
     ws.send_text(id.to_string()).await

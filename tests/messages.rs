@@ -38,7 +38,8 @@ async fn receive_takes_text_and_binary() {
     let mut ws = connect(&server, "/kinds").await;
     ws.send_text("héllo").await;
     expect_text(&mut ws, "text:héllo").await;
-    ws.send_message(WsMessage::Binary(vec![0u8, 159].into())).await;
+    ws.send_message(WsMessage::Binary(vec![0u8, 159].into()))
+        .await;
     expect_text(&mut ws, "binary:b\"\\0\\x9f\"").await;
 }
 
@@ -50,7 +51,9 @@ async fn strict(mut ws: WebSocket, kind: String) -> tachyon::Result<()> {
         let result = if kind == "text" {
             ws.receive_text().await.map(|text| format!("ok:{text}"))
         } else {
-            ws.receive_bytes().await.map(|bytes| format!("ok:{}", bytes.len()))
+            ws.receive_bytes()
+                .await
+                .map(|bytes| format!("ok:{}", bytes.len()))
         };
         let answer = match result {
             Ok(answer) => answer,
@@ -75,7 +78,8 @@ async fn a_frame_of_the_wrong_kind_is_a_typed_error_and_the_connection_stays_ope
     let mut ws = connect(&server, "/strict/bytes").await;
     ws.send_text("not bytes").await;
     expect_text(&mut ws, "unexpected:binary:text").await;
-    ws.send_message(WsMessage::Binary(vec![1u8, 2].into())).await;
+    ws.send_message(WsMessage::Binary(vec![1u8, 2].into()))
+        .await;
     expect_text(&mut ws, "ok:2").await;
 }
 
@@ -83,8 +87,11 @@ async fn a_frame_of_the_wrong_kind_is_a_typed_error_and_the_connection_stays_ope
 fn message_kinds_read_as_words() {
     assert_eq!(MessageKind::Text.to_string(), "text");
     assert_eq!(
-        Error::UnexpectedMessage { expected: MessageKind::Binary, received: MessageKind::Text }
-            .to_string(),
+        Error::UnexpectedMessage {
+            expected: MessageKind::Binary,
+            received: MessageKind::Text
+        }
+        .to_string(),
         "expected a binary message but the client sent a text message (use `ws.receive()` to \
          accept both)"
     );
@@ -117,7 +124,8 @@ async fn json_is_typed_and_invalid_json_is_answered() {
     ws.send_json(&json!({"x": 1, "y": 2})).await;
     expect_json(&mut ws, json!({"x": 2, "y": 3})).await;
     // JSON in a binary frame is read too.
-    ws.send_message(WsMessage::Binary(br#"{"x": 10, "y": 20}"#.to_vec().into())).await;
+    ws.send_message(WsMessage::Binary(br#"{"x": 10, "y": 20}"#.to_vec().into()))
+        .await;
     expect_json(&mut ws, json!({"x": 11, "y": 21})).await;
     // Valid JSON of the wrong shape, then not JSON at all: both answered, connection open.
     ws.send_json(&json!({"x": "one"})).await;
@@ -156,7 +164,8 @@ async fn a_value_that_does_not_serialize_is_an_error_and_nothing_is_sent() {
 async fn bytes(mut ws: WebSocket) -> tachyon::Result<()> {
     ws.accept().await?;
     ws.send_bytes(b"binary data".to_vec()).await?;
-    ws.send_bytes(tachyon::Bytes::from_static(&[0, 1, 2])).await?;
+    ws.send_bytes(tachyon::Bytes::from_static(&[0, 1, 2]))
+        .await?;
     ws.send_text("Hello").await?;
     ws.send_json(&json!({"message": "Hello"})).await
 }
@@ -165,7 +174,10 @@ async fn bytes(mut ws: WebSocket) -> tachyon::Result<()> {
 async fn every_send_kind_arrives_as_sent() {
     let server = server(Tachyon::new().websocket(bytes));
     let mut ws = connect(&server, "/bytes").await;
-    assert_eq!(within("bytes", ws.receive_bytes()).await, &b"binary data"[..]);
+    assert_eq!(
+        within("bytes", ws.receive_bytes()).await,
+        &b"binary data"[..]
+    );
     assert_eq!(within("bytes", ws.receive_bytes()).await, &[0u8, 1, 2][..]);
     expect_text(&mut ws, "Hello").await;
     expect_json(&mut ws, json!({"message": "Hello"})).await;
@@ -206,9 +218,16 @@ async fn a_client_close_is_a_typed_disconnect_from_every_receive_and_send() {
     let (app, mut reports) = watched_app();
     let served = serve(app).await;
     let mut client = raw_connect(&served, "/watched").await;
-    within("sending", client.send(WireMessage::text("ping"))).await.expect("send");
-    let close = WireCloseFrame { code: 1001.into(), reason: "tab closed".into() };
-    within("closing", client.close(Some(close))).await.expect("close");
+    within("sending", client.send(WireMessage::text("ping")))
+        .await
+        .expect("send");
+    let close = WireCloseFrame {
+        code: 1001.into(),
+        reason: "tab closed".into(),
+    };
+    within("closing", client.close(Some(close)))
+        .await
+        .expect("close");
     assert_eq!(reports.next().await, "1001|tab closed|true");
     // The server answered the close handshake.
     loop {
@@ -248,15 +267,20 @@ async fn pings_are_answered_automatically() {
     let (app, _reports) = watched_app();
     let served = serve(app).await;
     let mut client = raw_connect(&served, "/watched").await;
-    within("ping", client.send(WireMessage::Ping(b"are you there".to_vec().into())))
-        .await
-        .expect("ping");
+    within(
+        "ping",
+        client.send(WireMessage::Ping(b"are you there".to_vec().into())),
+    )
+    .await
+    .expect("ping");
     match within("the pong", client.next()).await {
         Some(Ok(WireMessage::Pong(payload))) => assert_eq!(&payload[..], b"are you there"),
         other => panic!("expected a pong, got {other:?}"),
     }
     // The handler did not see the ping: the echo still works.
-    within("sending", client.send(WireMessage::text("after ping"))).await.expect("send");
+    within("sending", client.send(WireMessage::text("after ping")))
+        .await
+        .expect("send");
     match within("the echo", client.next()).await {
         Some(Ok(WireMessage::Text(text))) => assert_eq!(text.as_str(), "after ping"),
         other => panic!("expected the echo, got {other:?}"),

@@ -1,10 +1,10 @@
 //! Every route of the tour example (`cargo run --example tour`), driven over real sockets: the
 //! Rust counterparts of the chapter's examples and of its TestClient tests.
 
+mod support;
 #[path = "../examples/tour.rs"]
 #[allow(dead_code)]
 mod tour;
-mod support;
 
 use axum::http::StatusCode;
 use axum_test::WsMessage;
@@ -51,7 +51,11 @@ async fn json_is_processed_and_echoed() {
     )
     .await;
     ws.send_json(&json!({"other": 1})).await;
-    expect_json(&mut ws, json!({"received": {"other": 1}, "processed": true, "echo": ""})).await;
+    expect_json(
+        &mut ws,
+        json!({"received": {"other": 1}, "processed": true, "echo": ""}),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -77,15 +81,19 @@ async fn static_segments_beat_parameters() {
     let server = server(tour::app());
     let mut ws = connect(&server, "/ws/json").await;
     ws.send_json(&json!({"message": "x"})).await;
-    expect_json(&mut ws, json!({"received": {"message": "x"}, "processed": true, "echo": "x"}))
-        .await;
+    expect_json(
+        &mut ws,
+        json!({"received": {"message": "x"}, "processed": true, "echo": "x"}),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn bytes_are_reversed() {
     let server = server(tour::app());
     let mut ws = connect(&server, "/ws/bytes").await;
-    ws.send_message(WsMessage::Binary(vec![1u8, 2, 3, 255].into())).await;
+    ws.send_message(WsMessage::Binary(vec![1u8, 2, 3, 255].into()))
+        .await;
     match next_message(&mut ws).await {
         WsMessage::Binary(bytes) => assert_eq!(&bytes[..], [255, 3, 2, 1]),
         other => panic!("expected bytes, got {other:?}"),
@@ -218,7 +226,10 @@ async fn the_page_runs_the_chapter_client() {
     let page = support::within("the page", server.get("/")).await;
     page.assert_status_ok();
     let html = page.text();
-    assert!(html.contains("new WebSocket(`ws://${location.host}/ws`)"), "{html}");
+    assert!(
+        html.contains("new WebSocket(`ws://${location.host}/ws`)"),
+        "{html}"
+    );
     assert!(html.contains(r#"ws.send("Hello!")"#), "{html}");
 }
 
@@ -246,6 +257,10 @@ async fn the_app_lists_its_routes() {
 #[tokio::test]
 async fn unknown_paths_are_404() {
     let server = server(tour::app());
-    handshake(&server, "/nope").await.assert_status(StatusCode::NOT_FOUND);
-    handshake(&server, "/ws/a/b").await.assert_status(StatusCode::NOT_FOUND);
+    handshake(&server, "/nope")
+        .await
+        .assert_status(StatusCode::NOT_FOUND);
+    handshake(&server, "/ws/a/b")
+        .await
+        .assert_status(StatusCode::NOT_FOUND);
 }

@@ -27,8 +27,12 @@ pub(crate) fn expand(attribute: &Attribute, function: ItemFn) -> syn::Result<Tok
     } = &handler.function;
     let name = &sig.ident;
     let axum_path = &handler.template.axum_path;
-    let (docs, attrs): (Vec<_>, Vec<_>) = attrs.iter().partition(|attr| attr.path().is_ident("doc"));
-    let cfgs: Vec<_> = attrs.iter().filter(|attr| attr.path().is_ident("cfg")).collect();
+    let (docs, attrs): (Vec<_>, Vec<_>) =
+        attrs.iter().partition(|attr| attr.path().is_ident("doc"));
+    let cfgs: Vec<_> = attrs
+        .iter()
+        .filter(|attr| attr.path().is_ident("cfg"))
+        .collect();
     let generated_doc = format!("WebSocket handler at `{axum_path}`.");
     let docs = if docs.is_empty() {
         quote!(#[doc = #generated_doc])
@@ -47,7 +51,11 @@ pub(crate) fn expand(attribute: &Attribute, function: ItemFn) -> syn::Result<Tok
     let mut inner = sig.clone();
     inner.ident = format_ident!("__tachyon_handler");
 
-    let types: Vec<_> = handler.arguments.iter().map(|argument| &argument.ty).collect();
+    let types: Vec<_> = handler
+        .arguments
+        .iter()
+        .map(|argument| &argument.ty)
+        .collect();
     let values: Vec<_> = (0..types.len())
         .map(|index| format_ident!("__tachyon_arg{}", index))
         .collect();
@@ -95,8 +103,17 @@ pub(crate) fn expand(attribute: &Attribute, function: ItemFn) -> syn::Result<Tok
     } else {
         quote!(mut)
     };
-    let run = quote_spanned! {output_span=>
-        #connection.run(move |__tachyon_socket| Self::__tachyon_handler(#(#call),*)).await
+    // The only place that needs the return type to be a `HandlerReturn`: spanned at the return
+    // type, so a wrong one gives one error, there.
+    let into_result = quote_spanned! {output_span=>
+        <#output as #krate::HandlerReturn>::into_result
+    };
+    let run = quote! {
+        #connection
+            .run(move |__tachyon_socket| async move {
+                #into_result(Self::__tachyon_handler(#(#call),*).await)
+            })
+            .await
     };
     // The function keeps its name and arguments (plain names where the handler had them).
     let parameters: Vec<_> = handler
@@ -161,6 +178,8 @@ pub(crate) fn expand(attribute: &Attribute, function: ItemFn) -> syn::Result<Tok
                 )
             }
 
+            // `#[websocket]` requires `async` even of a handler that never awaits.
+            #[allow(clippy::unused_async)]
             #(#attrs)*
             #inner #block
         }

@@ -15,10 +15,8 @@ pub fn websocket(attribute: TokenStream, item: TokenStream) -> TokenStream {
     let function = match syn::parse::<syn::ItemFn>(item.clone()) {
         Ok(function) => function,
         Err(error) => {
-            let message = syn::Error::new(
-                error.span(),
-                "#[websocket] goes on an `async fn` handler",
-            );
+            let message =
+                syn::Error::new(error.span(), "#[websocket] goes on an `async fn` handler");
             let mut output = message.to_compile_error();
             output.extend(proc_macro2::TokenStream::from(item));
             return output.into();

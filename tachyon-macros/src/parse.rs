@@ -19,12 +19,15 @@ pub(crate) struct Attribute {
 impl Parse for Attribute {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         if input.is_empty() {
-            return Err(input.error(
-                "#[websocket] needs the route's path: write #[websocket(\"/ws\")]",
-            ));
+            return Err(
+                input.error("#[websocket] needs the route's path: write #[websocket(\"/ws\")]")
+            );
         }
         let path: LitStr = input.parse().map_err(|error| {
-            syn::Error::new(error.span(), "expected the route's path as a string: #[websocket(\"/ws\")]")
+            syn::Error::new(
+                error.span(),
+                "expected the route's path as a string: #[websocket(\"/ws\")]",
+            )
         })?;
         let mut krate = None;
         while !input.is_empty() {
@@ -36,7 +39,9 @@ impl Parse for Attribute {
             if key != "crate" {
                 return Err(syn::Error::new(
                     key.span(),
-                    format!("unknown option `{key}`: the only option is `crate = \"path::to::tachyon\"`"),
+                    format!(
+                        "unknown option `{key}`: the only option is `crate = \"path::to::tachyon\"`"
+                    ),
                 ));
             }
             input.parse::<Token![=]>()?;
@@ -82,9 +87,14 @@ impl Handler {
         };
         check_signature(&function.sig, &mut errors);
 
-        let params = template.as_ref().map_or(&[][..], |template| &template.params[..]);
+        let params = template
+            .as_ref()
+            .map_or(&[][..], |template| &template.params[..]);
         let mut arguments = Vec::new();
         let mut socket_seen = false;
+        // Every argument's name, including those rejected for their type, so that one mistake
+        // in an argument does not also report its parameter as missing.
+        let mut bound_names: Vec<String> = Vec::new();
         for input in &function.sig.inputs {
             let FnArg::Typed(typed) = input else {
                 errors.push(
@@ -94,14 +104,15 @@ impl Handler {
                 continue;
             };
             let ty = &*typed.ty;
+            bound_names.extend(binding_name(&typed.pat));
             if let Some(problem) = unsupported_type(ty) {
-                errors.push(ty.span(), problem(&argument_name(&typed.pat)));
+                errors.push_spanned(ty, problem(&argument_name(&typed.pat)));
                 continue;
             }
             let role = if is_websocket(ty) {
                 if socket_seen {
-                    errors.push(
-                        typed.span(),
+                    errors.push_spanned(
+                        typed,
                         "a #[websocket] handler takes one `WebSocket`; remove this one",
                     );
                     continue;
@@ -112,8 +123,12 @@ impl Handler {
             {
                 Role::PathParam(name)
             } else {
-                if let (Some(name), Some(scalar)) = (binding_name(&typed.pat), scalar_type(ty)) {
-                    errors.push(typed.pat.span(), not_a_param(&name, scalar, &attribute.path.value(), params));
+                let scalar = scalar_type(ty).filter(|_| template.is_some());
+                if let (Some(name), Some(scalar)) = (binding_name(&typed.pat), scalar) {
+                    errors.push(
+                        typed.pat.span(),
+                        not_a_param(&name, &scalar, &attribute.path.value(), params),
+                    );
                     continue;
                 }
                 Role::Extractor
@@ -123,7 +138,12 @@ impl Handler {
                 role,
             });
         }
-        if !socket_seen && function.sig.inputs.iter().all(|input| matches!(input, FnArg::Typed(_)))
+        if !socket_seen
+            && function
+                .sig
+                .inputs
+                .iter()
+                .all(|input| matches!(input, FnArg::Typed(_)))
         {
             errors.push(
                 function.sig.paren_token.span.join(),
@@ -132,10 +152,7 @@ impl Handler {
             );
         }
         for param in params {
-            let has_argument = arguments
-                .iter()
-                .any(|argument| matches!(&argument.role, Role::PathParam(name) if name == param));
-            if !has_argument {
+            if !bound_names.contains(param) {
                 errors.push(
                     attribute.path.span(),
                     format!(
@@ -169,11 +186,14 @@ fn check_signature(sig: &Signature, errors: &mut Errors) {
         errors.push(unsafety.span, "a #[websocket] handler cannot be `unsafe`");
     }
     if let Some(abi) = &sig.abi {
-        errors.push(abi.span(), "a #[websocket] handler cannot have an `extern` ABI");
+        errors.push(
+            abi.span(),
+            "a #[websocket] handler cannot have an `extern` ABI",
+        );
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        errors.push(
-            sig.generics.span(),
+        errors.push_spanned(
+            &sig.generics,
             "a #[websocket] handler cannot be generic: each route needs concrete argument types \
              (for shared state, take `State<YourState>`)",
         );
@@ -183,8 +203,8 @@ fn check_signature(sig: &Signature, errors: &mut Errors) {
     }
     if let ReturnType::Type(_, ty) = &sig.output {
         if matches!(**ty, Type::ImplTrait(_)) {
-            errors.push(
-                ty.span(),
+            errors.push_spanned(
+                ty,
                 "a #[websocket] handler returns `()` or `Result<(), E>`, not `impl Trait`",
             );
         }
@@ -247,7 +267,7 @@ fn scalar_type(ty: &Type) -> Option<String> {
     None
 }
 
-fn not_a_param(name: &str, scalar: String, path: &str, params: &[String]) -> String {
+fn not_a_param(name: &str, scalar: &str, path: &str, params: &[String]) -> String {
     let known = if params.is_empty() {
         format!("\"{path}\" has no path parameters")
     } else {
@@ -278,7 +298,15 @@ struct Errors(Option<syn::Error>);
 
 impl Errors {
     fn push(&mut self, span: Span, message: impl std::fmt::Display) {
-        let error = syn::Error::new(span, message);
+        self.add(syn::Error::new(span, message));
+    }
+
+    /// An error covering all of `tokens`, not only their first token.
+    fn push_spanned(&mut self, tokens: &dyn quote::ToTokens, message: impl std::fmt::Display) {
+        self.add(syn::Error::new_spanned(tokens, message));
+    }
+
+    fn add(&mut self, error: syn::Error) {
         match &mut self.0 {
             Some(errors) => errors.combine(error),
             None => self.0 = Some(error),

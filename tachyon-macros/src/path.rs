@@ -101,7 +101,9 @@ fn parse_segment(segment: &str) -> Result<Option<Param<'_>>, String> {
         None => (inner, false),
     };
     if name.is_empty() {
-        return Err(format!("path segment `{segment}` has a parameter without a name"));
+        return Err(format!(
+            "path segment `{segment}` has a parameter without a name"
+        ));
     }
     if !is_identifier(name) {
         return Err(format!(
@@ -145,12 +147,18 @@ mod tests {
     fn literal_paths_pass_through() {
         assert_eq!(ok("/ws"), ("/ws".to_owned(), vec![]));
         assert_eq!(ok("/"), ("/".to_owned(), vec![]));
-        assert_eq!(ok("/api/v1/notifications/"), ("/api/v1/notifications/".to_owned(), vec![]));
+        assert_eq!(
+            ok("/api/v1/notifications/"),
+            ("/api/v1/notifications/".to_owned(), vec![])
+        );
     }
 
     #[test]
     fn braces_and_angle_brackets_give_the_same_route() {
-        let expected = ("/ws/{room_id}/{seat}".to_owned(), vec!["room_id".to_owned(), "seat".to_owned()]);
+        let expected = (
+            "/ws/{room_id}/{seat}".to_owned(),
+            vec!["room_id".to_owned(), "seat".to_owned()],
+        );
         assert_eq!(ok("/ws/{room_id}/{seat}"), expected);
         assert_eq!(ok("/ws/<room_id>/<seat>"), expected);
         assert_eq!(ok("/ws/<room_id>/{seat}"), expected);
@@ -158,7 +166,10 @@ mod tests {
 
     #[test]
     fn catch_all_must_come_last() {
-        assert_eq!(ok("/files/{*rest}"), ("/files/{*rest}".to_owned(), vec!["rest".to_owned()]));
+        assert_eq!(
+            ok("/files/{*rest}"),
+            ("/files/{*rest}".to_owned(), vec!["rest".to_owned()])
+        );
         assert!(err("/files/{*rest}/x").contains("must be the last segment"));
     }
 

@@ -156,7 +156,9 @@ mod tests {
 
     #[test]
     fn sendable_codes_are_accepted() {
-        for code in [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014] {
+        for code in [
+            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014,
+        ] {
             assert_eq!(CloseCode::new(code).map(CloseCode::as_u16), Ok(code));
         }
         for code in [3000, 3999, 4000, 4001, 4999] {
@@ -166,7 +168,19 @@ mod tests {
 
     #[test]
     fn unsendable_codes_are_rejected() {
-        for code in [0, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, u16::MAX] {
+        for code in [
+            0,
+            999,
+            1004,
+            1005,
+            1006,
+            1015,
+            1016,
+            2000,
+            2999,
+            5000,
+            u16::MAX,
+        ] {
             assert_eq!(CloseCode::new(code), Err(InvalidCloseCode(code)));
         }
     }

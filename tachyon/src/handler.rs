@@ -107,8 +107,12 @@ impl_websocket_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11);
 impl_websocket_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12);
 impl_websocket_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12, A13);
 impl_websocket_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12, A13, A14);
-impl_websocket_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12, A13, A14, A15);
-impl_websocket_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12, A13, A14, A15, A16);
+impl_websocket_handler!(
+    A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12, A13, A14, A15
+);
+impl_websocket_handler!(
+    A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12, A13, A14, A15, A16
+);
 
 /// The return types a `#[websocket]` handler may have: `()`, or `Result<(), E>` where `E`
 /// displays (`tachyon::Result<()>`, `anyhow::Result<()>`, `Result<(), String>`...).
@@ -142,7 +146,9 @@ where
     fn into_result(self) -> Result<(), Failure> {
         self.map_err(|error| {
             let any: &dyn Any = &error;
-            let disconnect = any.downcast_ref::<Error>().is_some_and(Error::is_disconnect)
+            let disconnect = any
+                .downcast_ref::<Error>()
+                .is_some_and(Error::is_disconnect)
                 || any.is::<WebSocketDisconnect>();
             Failure {
                 message: error.to_string(),

@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 
 use crate::close::{CloseCode, truncate_reason};
 use crate::error::WebSocketDisconnect;
-use crate::handler::{Failure, HandlerReturn};
+use crate::handler::Failure;
 use crate::params::Params;
 use crate::socket::WebSocket;
 
@@ -91,7 +91,11 @@ pub(crate) struct RequestHead {
 
 impl RequestHead {
     fn new(parts: Parts, path_params: Params) -> Self {
-        let query_params = parts.uri.query().map(Params::from_query).unwrap_or_default();
+        let query_params = parts
+            .uri
+            .query()
+            .map(Params::from_query)
+            .unwrap_or_default();
         Self {
             uri: parts.uri,
             headers: parts.headers,
@@ -181,6 +185,11 @@ pub struct Connection {
     path_params: Params,
 }
 
+#[allow(
+    clippy::result_large_err,
+    reason = "the error is the response to send instead, made once per refused request (axum's \
+              rejections are as large)"
+)]
 impl Connection {
     /// Checks that the request is a WebSocket handshake and reads the path parameters.
     ///
@@ -253,12 +262,12 @@ impl Connection {
             .map_err(IntoResponse::into_response)
     }
 
-    /// Runs the handler and answers the handshake as it decides.
+    /// Runs the handler (its result already turned into a [`HandlerReturn`](crate::HandlerReturn) result) and
+    /// answers the handshake as it decides.
     pub async fn run<F, Fut>(self, handler: F) -> Response
     where
         F: FnOnce(WebSocket) -> Fut,
-        Fut: Future + Send + 'static,
-        Fut::Output: HandlerReturn,
+        Fut: Future<Output = Result<(), Failure>> + Send + 'static,
     {
         let Self {
             parts,
@@ -361,12 +370,10 @@ enum Outcome {
 }
 
 impl Outcome {
-    fn new<R: HandlerReturn>(result: std::thread::Result<R>) -> Self {
+    fn new(result: std::thread::Result<Result<(), Failure>>) -> Self {
         match result {
-            Ok(returned) => match returned.into_result() {
-                Ok(()) => Self::Completed,
-                Err(failure) => Self::Failed(failure),
-            },
+            Ok(Ok(())) => Self::Completed,
+            Ok(Err(failure)) => Self::Failed(failure),
             Err(payload) => Self::Panicked(panic_message(payload.as_ref()).to_owned()),
         }
     }
@@ -402,7 +409,9 @@ impl Outcome {
                 "WebSocket connection rejected: the handler returned without accepting it",
             )
                 .into_response(),
-            Self::Failed(_) | Self::Panicked(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            Self::Failed(_) | Self::Panicked(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            }
         }
     }
 
@@ -424,7 +433,11 @@ impl Outcome {
                 let reason = failure.to_string();
                 ended.finish(CloseCode::INTERNAL_ERROR, &reason).await;
             }
-            Self::Panicked(_) => ended.finish(CloseCode::INTERNAL_ERROR, "internal error").await,
+            Self::Panicked(_) => {
+                ended
+                    .finish(CloseCode::INTERNAL_ERROR, "internal error")
+                    .await;
+            }
         }
     }
 }

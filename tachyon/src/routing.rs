@@ -65,8 +65,7 @@ where
     /// # Panics
     /// If the path is already registered on this router.
     #[track_caller]
-    pub fn websocket<H: WebSocketHandler<S, Args>, Args>(mut self, handler: H) -> Self {
-        let _ = handler;
+    pub fn websocket<H: WebSocketHandler<S, Args>, Args>(mut self, _handler: H) -> Self {
         self.add(H::PATH.to_owned(), H::method_router());
         self
     }
@@ -156,8 +155,7 @@ where
     /// # Panics
     /// If the path is already registered.
     #[track_caller]
-    pub fn websocket<H: WebSocketHandler<S, Args>, Args>(mut self, handler: H) -> Self {
-        let _ = handler;
+    pub fn websocket<H: WebSocketHandler<S, Args>, Args>(mut self, _handler: H) -> Self {
         self.add(H::PATH.to_owned(), H::method_router());
         self
     }
@@ -200,7 +198,9 @@ where
     /// If `addr` cannot be bound, or the server fails.
     pub async fn serve(self, addr: impl ToSocketAddrs) -> io::Result<()> {
         let listener = TcpListener::bind(addr).await?;
-        axum::serve(listener, self.into_router()).into_future().await
+        axum::serve(listener, self.into_router())
+            .into_future()
+            .await
     }
 
     #[track_caller]
@@ -261,7 +261,11 @@ mod tests {
             ("/api/v1//", "//notifications"),
             ("//api//v1", "/notifications"),
         ] {
-            assert_eq!(join_paths(prefix, path), "/api/v1/notifications", "{prefix} + {path}");
+            assert_eq!(
+                join_paths(prefix, path),
+                "/api/v1/notifications",
+                "{prefix} + {path}"
+            );
         }
     }
 

@@ -136,7 +136,10 @@ impl WebSocket {
         let socket = match mem::replace(&mut self.state, State::Rejected) {
             State::Pending { decision, socket } => {
                 if let Some(chosen) = accept.chosen_subprotocol() {
-                    if !self.requested_subprotocols().any(|offered| offered == chosen) {
+                    if !self
+                        .requested_subprotocols()
+                        .any(|offered| offered == chosen)
+                    {
                         let offered = self.requested_subprotocols().map(str::to_owned).collect();
                         let chosen = chosen.to_owned();
                         self.state = State::Pending { decision, socket };
@@ -191,13 +194,14 @@ impl WebSocket {
     /// # Errors
     /// [`Error::AlreadyAccepted`] or [`Error::Rejected`] if the handshake was already decided.
     pub fn deny(&mut self, status: StatusCode, body: impl IntoResponse) -> Result<()> {
-        self.reject(
-            (status, body).into_response(),
-            "deny the handshake",
-        )
+        self.reject((status, body).into_response(), "deny the handshake")
     }
 
-    fn reject(&mut self, response: axum::response::Response, operation: &'static str) -> Result<()> {
+    fn reject(
+        &mut self,
+        response: axum::response::Response,
+        operation: &'static str,
+    ) -> Result<()> {
         match mem::replace(&mut self.state, State::Rejected) {
             State::Pending { decision, .. } => {
                 // If the request was already answered there is nobody left to tell.
@@ -269,12 +273,16 @@ impl WebSocket {
                         Some(CloseFrame { code, reason }) => {
                             WebSocketDisconnect::new(code, reason.as_str())
                         }
-                        None => WebSocketDisconnect::new(WebSocketDisconnect::NO_STATUS_RECEIVED, ""),
+                        None => {
+                            WebSocketDisconnect::new(WebSocketDisconnect::NO_STATUS_RECEIVED, "")
+                        }
                     };
                 }
                 Some(Err(error)) => break WebSocketDisconnect::abnormal(error),
                 None => {
-                    break WebSocketDisconnect::abnormal("the connection closed without a close frame");
+                    break WebSocketDisconnect::abnormal(
+                        "the connection closed without a close frame",
+                    );
                 }
             }
         };
@@ -330,7 +338,8 @@ impl WebSocket {
     /// [`Error::Disconnected`] if the connection is gone; the state errors when there is no open
     /// connection.
     pub async fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<()> {
-        self.send(ws::Message::Text(text.into()), "send a text message").await
+        self.send(ws::Message::Text(text.into()), "send a text message")
+            .await
     }
 
     /// Sends a binary message. Takes a `Vec<u8>` or `Bytes` without copying it.
@@ -338,7 +347,8 @@ impl WebSocket {
     /// # Errors
     /// As [`send_text`](Self::send_text).
     pub async fn send_bytes(&mut self, bytes: impl Into<Bytes>) -> Result<()> {
-        self.send(ws::Message::Binary(bytes.into()), "send a binary message").await
+        self.send(ws::Message::Binary(bytes.into()), "send a binary message")
+            .await
     }
 
     /// Serializes `value` to JSON and sends it as a text message.
@@ -348,7 +358,8 @@ impl WebSocket {
     /// [`send_text`](Self::send_text).
     pub async fn send_json<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
         let json = serde_json::to_string(value).map_err(Error::Serialize)?;
-        self.send(ws::Message::Text(json.into()), "send a JSON message").await
+        self.send(ws::Message::Text(json.into()), "send a JSON message")
+            .await
     }
 
     async fn send(&mut self, message: ws::Message, operation: &'static str) -> Result<()> {

@@ -29,7 +29,11 @@ pub fn server(app: impl Into<axum::Router>) -> TestServer {
 
 /// Sends a WebSocket handshake to `path` and returns the HTTP response.
 pub async fn handshake(server: &TestServer, path: &str) -> TestResponse {
-    within(&format!("the handshake response of {path}"), server.get_websocket(path)).await
+    within(
+        &format!("the handshake response of {path}"),
+        server.get_websocket(path),
+    )
+    .await
 }
 
 /// Connects to `path`, asserting `101 Switching Protocols`.
@@ -68,7 +72,12 @@ pub async fn expect_json(ws: &mut TestWebSocket, expected: serde_json::Value) {
 pub async fn expect_close(ws: &mut TestWebSocket, code: u16) -> String {
     match next_message(ws).await {
         WsMessage::Close(Some(frame)) => {
-            assert_eq!(u16::from(frame.code), code, "close code (reason: {:?})", frame.reason);
+            assert_eq!(
+                u16::from(frame.code),
+                code,
+                "close code (reason: {:?})",
+                frame.reason
+            );
             frame.reason.as_str().to_owned()
         }
         other => panic!("expected a close frame with code {code}, got {other:?}"),
@@ -90,9 +99,12 @@ impl Drop for Served {
 
 /// Serves `app` on 127.0.0.1 with an OS-chosen port.
 pub async fn serve(app: impl Into<axum::Router>) -> Served {
-    let listener = within("binding 127.0.0.1:0", tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .await
-        .expect("bind 127.0.0.1:0");
+    let listener = within(
+        "binding 127.0.0.1:0",
+        tokio::net::TcpListener::bind("127.0.0.1:0"),
+    )
+    .await
+    .expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("local address");
     let app: axum::Router = app.into();
     let task = tokio::spawn(async move {

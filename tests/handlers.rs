@@ -1,0 +1,215 @@
+//! What a handler can take and return: path parameters by name and type, axum extractors,
+//! shared state through `Tachyon` or a plain `axum::Router`, and the function staying callable.
+
+mod support;
+
+use std::collections::HashMap;
+
+use axum::Extension;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+use support::{connect, expect_close, expect_json, expect_text, handshake, server};
+use tachyon::{HandlerFuture, Tachyon, WebSocket, websocket};
+
+#[derive(Clone)]
+struct AppState {
+    greeting: &'static str,
+}
+
+#[derive(Deserialize)]
+struct Filters {
+    lang: String,
+    limit: Option<u32>,
+}
+
+#[websocket("/rooms/{room}/seats/{seat}")]
+async fn seat(
+    mut ws: WebSocket,
+    State(state): State<AppState>,
+    seat: u8,
+    Query(filters): Query<Filters>,
+    headers: HeaderMap,
+    room: String,
+) -> tachyon::Result<()> {
+    ws.accept().await?;
+    let agent = headers
+        .get("x-agent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    ws.send_json(&json!({
+        "greeting": state.greeting, "room": room, "seat": seat,
+        "lang": filters.lang, "limit": filters.limit, "agent": agent,
+    }))
+    .await
+}
+
+#[tokio::test]
+async fn path_parameters_and_extractors_reach_the_arguments() {
+    let server = server(Tachyon::with_state(AppState { greeting: "hola" }).websocket(seat));
+    let response = support::within(
+        "the handshake",
+        server
+            .get_websocket("/rooms/lobby/seats/7?lang=es&limit=3")
+            .add_header("x-agent", "test"),
+    )
+    .await;
+    response.assert_status(StatusCode::SWITCHING_PROTOCOLS);
+    let mut ws = support::within("the upgrade", response.into_websocket()).await;
+    expect_json(
+        &mut ws,
+        json!({"greeting": "hola", "room": "lobby", "seat": 7, "lang": "es", "limit": 3, "agent": "test"}),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_failing_extractor_answers_before_the_handshake() {
+    let server = server(Tachyon::with_state(AppState { greeting: "hi" }).websocket(seat));
+    // `lang` is required by `Query<Filters>`.
+    let response = handshake(&server, "/rooms/lobby/seats/7").await;
+    response.assert_status(StatusCode::BAD_REQUEST);
+    response.assert_text_contains("lang");
+    // `seat: u8` does not hold 300.
+    let response = handshake(&server, "/rooms/lobby/seats/300?lang=en").await;
+    response.assert_status(StatusCode::BAD_REQUEST);
+    response.assert_text_contains("`seat`");
+}
+
+#[tokio::test]
+async fn handlers_with_state_work_on_a_plain_axum_router() {
+    let app = axum::Router::new()
+        .route(seat::PATH, seat::route())
+        .with_state(AppState { greeting: "hello" });
+    let server = server(app);
+    let mut ws = connect(&server, "/rooms/a/seats/1?lang=en").await;
+    expect_json(
+        &mut ws,
+        json!({"greeting": "hello", "room": "a", "seat": 1, "lang": "en", "limit": null, "agent": "-"}),
+    )
+    .await;
+}
+
+/// Python's `<name>` syntax, a catch-all, and an extension.
+#[websocket("/files/<owner>/{*path}")]
+async fn files(
+    mut ws: WebSocket,
+    owner: String,
+    path: String,
+    Extension(prefix): Extension<&'static str>,
+) -> tachyon::Result<()> {
+    ws.accept().await?;
+    ws.send_text(format!("{prefix}{owner}:{path}")).await
+}
+
+#[tokio::test]
+async fn angle_brackets_catch_alls_and_extensions() {
+    assert_eq!(files::PATH, "/files/{owner}/{*path}");
+    let app: axum::Router = Tachyon::new().websocket(files).into();
+    let server = server(app.layer(Extension("file of ")));
+    let mut ws = connect(&server, "/files/ada/notes/2024/today.txt").await;
+    expect_text(&mut ws, "file of ada:notes/2024/today.txt").await;
+}
+
+#[websocket("/echo")]
+async fn echo(mut ws: WebSocket) -> tachyon::Result<()> {
+    ws.accept().await?;
+    loop {
+        let text = ws.receive_text().await?;
+        ws.send_text(format!("Echo: {text}")).await?;
+    }
+}
+
+/// Calls another handler: the annotated functions stay functions.
+#[websocket("/alias/{times}")]
+async fn alias(ws: WebSocket, times: u32) -> tachyon::Result<()> {
+    if times == 0 {
+        return Ok(()); // never accepted: 403
+    }
+    echo(ws).await
+}
+
+#[tokio::test]
+async fn the_annotated_function_stays_callable() {
+    // Same arguments, and a future of the same result.
+    let _: fn(WebSocket) -> HandlerFuture<echo, tachyon::Result<()>> = echo;
+    let _: fn(WebSocket, u32) -> HandlerFuture<alias, tachyon::Result<()>> = alias;
+    let server = server(Tachyon::new().websocket(alias));
+    let mut ws = connect(&server, "/alias/1").await;
+    ws.send_text("through alias").await;
+    expect_text(&mut ws, "Echo: through alias").await;
+    handshake(&server, "/alias/0")
+        .await
+        .assert_status(StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn handler_names_never_clash_with_variables() {
+    // `echo`, `seat` and `files` are handlers in this module; as variables they are just names.
+    let echo = "a variable";
+    let seat: u8 = 3;
+    let files = [echo];
+    assert_eq!((echo, seat, files.len()), ("a variable", 3, 1));
+}
+
+/// Returning `()`.
+#[websocket("/unit")]
+async fn unit(mut ws: WebSocket) {
+    if ws.accept().await.is_ok() {
+        let _ = ws.send_text("unit").await;
+    }
+}
+
+/// Returning a `Result` with another error type.
+#[websocket("/io")]
+async fn io_error(mut ws: WebSocket) -> Result<(), std::io::Error> {
+    ws.accept().await.map_err(std::io::Error::other)?;
+    Err(std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        "no such file",
+    ))
+}
+
+#[tokio::test]
+async fn handlers_return_unit_or_any_displayable_error() {
+    let server = server(Tachyon::new().websocket(unit).websocket(io_error));
+    let mut ws = connect(&server, "/unit").await;
+    expect_text(&mut ws, "unit").await;
+    expect_close(&mut ws, 1000).await;
+    let mut ws = connect(&server, "/io").await;
+    assert_eq!(expect_close(&mut ws, 1011).await, "no such file");
+}
+
+#[derive(Clone, Default)]
+struct Counter(std::sync::Arc<std::sync::Mutex<HashMap<String, u32>>>);
+
+#[websocket("/count/{name}")]
+async fn count(
+    mut ws: WebSocket,
+    name: String,
+    State(counter): State<Counter>,
+) -> tachyon::Result<()> {
+    let visits = {
+        let mut counts = counter
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let visits = counts.entry(name.clone()).or_default();
+        *visits += 1;
+        *visits
+    };
+    ws.accept().await?;
+    ws.send_text(format!("{name}: {visits}")).await
+}
+
+#[tokio::test]
+async fn state_is_shared_between_connections() {
+    let server = server(Tachyon::with_state(Counter::default()).websocket(count));
+    for expected in ["ada: 1", "ada: 2"] {
+        let mut ws = connect(&server, "/count/ada").await;
+        expect_text(&mut ws, expected).await;
+    }
+    let mut ws = connect(&server, "/count/bob").await;
+    expect_text(&mut ws, "bob: 1").await;
+}

@@ -1,0 +1,9 @@
+use tachyon::{websocket, WebSocket};
+
+#[websocket("/ws")]
+async fn generic<T: Default>(mut ws: WebSocket) -> tachyon::Result<()> {
+    let _ = T::default();
+    ws.accept().await
+}
+
+fn main() {}

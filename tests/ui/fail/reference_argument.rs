@@ -1,0 +1,9 @@
+use tachyon::{websocket, WebSocket};
+
+#[websocket("/ws/{name}")]
+async fn borrowed(mut ws: WebSocket, name: &str) -> tachyon::Result<()> {
+    let _ = name;
+    ws.accept().await
+}
+
+fn main() {}
