@@ -1,36 +1,4 @@
-//! FastAPI-style WebSocket handlers for axum.
-//!
-//! ```no_run
-//! use tachyon::{websocket, Tachyon, WebSocket};
-//!
-//! #[websocket("/ws/{room_id}")]
-//! async fn room(mut ws: WebSocket, room_id: String) -> tachyon::Result<()> {
-//!     ws.accept().await?;
-//!     ws.send_text(format!("Welcome to room: {room_id}")).await?;
-//!     loop {
-//!         let msg = ws.receive_text().await?; // a client disconnect ends the loop through `?`
-//!         ws.send_text(format!("[{room_id}] {msg}")).await?;
-//!     }
-//! }
-//!
-//! # async fn run() -> std::io::Result<()> {
-//! Tachyon::new().websocket(room).serve("127.0.0.1:8000").await
-//! # }
-//! ```
-//!
-//! - [`#[websocket(path)]`](macro@websocket) turns an `async fn` into a handler: path parameters
-//!   by name (typed with `FromStr`), any axum extractor (`State`, `Query`, `HeaderMap`...) for
-//!   the other arguments.
-//! - The handler decides the handshake: [`WebSocket::accept`], [`WebSocket::deny`] (any HTTP
-//!   response), or [`WebSocket::close`] before accepting (`403`).
-//! - Typed messages: text, bytes and JSON ([`WebSocket::receive_json`]), with typed errors
-//!   ([`Error`]) and exact close codes ([`CloseCode`]).
-//! - [`Tachyon`] and [`Router`] register handlers (with prefixes); both become an
-//!   `axum::Router`, and every handler also works on a plain `axum::Router` through its `PATH`
-//!   and `route()`.
-//!
-//! The README has the whole tour.
-
+#![doc = include_str!("../../README.md")]
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 mod close;
