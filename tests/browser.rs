@@ -1,0 +1,86 @@
+//! The tour's page in a real browser: headless Chromium loads `/`, its JavaScript (the chapter's
+//! client) connects to `/ws`, sends `Hello!` and writes the echo into the page.
+//!
+//! Needs Chromium (`apt-get install chromium`; `.ci/run` installs it). Without it this test fails
+//! and says so: it is never skipped.
+
+mod support;
+#[path = "../examples/tour.rs"]
+#[allow(dead_code)]
+mod tour;
+
+use std::process::Stdio;
+
+use tokio::process::Command;
+
+/// The browser binary: `$CHROMIUM`, or `chromium` on the `PATH`.
+fn chromium() -> String {
+    std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".to_owned())
+}
+
+/// Loads `url` in headless Chromium and returns the page's DOM once its scripts ran.
+async fn dump_dom(url: &str, attempt: u32) -> String {
+    let profile = std::env::temp_dir().join(format!(
+        "tachyon-browser-test-{}-{attempt}",
+        std::process::id()
+    ));
+    let mut command = Command::new(chromium());
+    command
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true);
+    let child = match command.spawn() {
+        Ok(child) => child,
+        Err(error) => panic!(
+            "cannot start `{}` ({error}): this test needs Chromium; install it with \
+             `apt-get install chromium` (.ci/run does) or point $CHROMIUM at it",
+            chromium()
+        ),
+    };
+    let group = child.id();
+    let output = tokio::time::timeout(support::WAIT, child.wait_with_output()).await;
+    // Chromium starts helper processes in its group: make sure none outlives the test.
+    if let Some(group) = group {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &format!("-{group}")])
+            .stderr(Stdio::null())
+            .status();
+    }
+    let _ = std::fs::remove_dir_all(&profile);
+    match output {
+        Ok(Ok(output)) => String::from_utf8_lossy(&output.stdout).into_owned(),
+        Ok(Err(error)) => panic!("chromium failed: {error}"),
+        Err(_) => String::new(), // timed out: the caller tries again
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tour_page_shows_the_echo_in_a_browser() {
+    let served = support::serve(tour::app()).await;
+    let url = format!("http://{}/", served.addr);
+    let mut dom = String::new();
+    // The page's WebSocket races the browser's virtual clock; a slow machine may need a retry.
+    for attempt in 1..=3 {
+        dom = dump_dom(&url, attempt).await;
+        if dom.contains("<li>Echo: Hello!</li>") {
+            return;
+        }
+    }
+    panic!("the page never showed `Echo: Hello!`; its last DOM was:\n{dom}");
+}
