@@ -18,6 +18,8 @@ use tachyon::{CloseCode, Error, Message, MessageKind, Tachyon, WebSocket, websoc
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_tungstenite::tungstenite::Message as WireMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame as WireCloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 /// Reports every received message's kind and content, until the client leaves.
 #[websocket("/kinds")]
@@ -260,6 +262,48 @@ async fn a_close_without_a_code_is_1005() {
     let mut client = raw_connect(&served, "/watched").await;
     within("closing", client.close(None)).await.expect("close");
     assert_eq!(reports.next().await, "1005||true");
+}
+
+/// Sends `frame` raw and returns the close frame the server answers with.
+async fn close_after(frame: Frame) -> (u16, String) {
+    let (app, mut reports) = watched_app();
+    let served = serve(app).await;
+    let mut client = raw_connect(&served, "/watched").await;
+    within("sending", client.send(WireMessage::Frame(frame)))
+        .await
+        .expect("send");
+    let answer = loop {
+        match within("the close frame", client.next()).await {
+            Some(Ok(WireMessage::Close(Some(close)))) => {
+                break (
+                    support::wire_code(close.code),
+                    close.reason.as_str().to_owned(),
+                );
+            }
+            Some(Ok(WireMessage::Text(_))) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    // The handler saw the same code.
+    let report = reports.next().await;
+    assert!(report.starts_with(&format!("{}|", answer.0)), "{report}");
+    answer
+}
+
+#[tokio::test]
+async fn invalid_utf8_in_a_text_message_closes_with_1007() {
+    let frame = Frame::message(vec![b'h', 0xff, 0xfe], OpCode::Data(Data::Text), true);
+    let (code, reason) = close_after(frame).await;
+    assert_eq!(code, 1007);
+    assert!(reason.contains("UTF-8"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_protocol_violation_closes_with_1002() {
+    // A continuation frame with no message to continue.
+    let frame = Frame::message(b"orphan".to_vec(), OpCode::Data(Data::Continue), true);
+    let (code, _) = close_after(frame).await;
+    assert_eq!(code, 1002);
 }
 
 #[tokio::test]

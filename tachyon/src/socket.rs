@@ -278,7 +278,19 @@ impl WebSocket {
                         }
                     };
                 }
-                Some(Err(error)) => break WebSocketDisconnect::abnormal(error),
+                Some(Err(error)) => {
+                    // A client that broke the protocol is told why, with the matching code.
+                    let Some(code) = protocol_violation(&error) else {
+                        break WebSocketDisconnect::abnormal(error);
+                    };
+                    let reason = error.to_string();
+                    let frame = CloseFrame {
+                        code: code.as_u16(),
+                        reason: truncate_reason(&reason).into(),
+                    };
+                    let _ = socket.send(ws::Message::Close(Some(frame))).await;
+                    break WebSocketDisconnect::new(code.as_u16(), reason);
+                }
                 None => {
                     break WebSocketDisconnect::abnormal(
                         "the connection closed without a close frame",
@@ -452,6 +464,20 @@ impl WebSocket {
     fn disconnected(&mut self, disconnect: WebSocketDisconnect) -> Error {
         self.state = State::Disconnected(disconnect.clone());
         disconnect.into()
+    }
+}
+
+/// The close code for a receive error caused by what the client sent, if it was one.
+fn protocol_violation(error: &axum::Error) -> Option<CloseCode> {
+    use std::error::Error as _;
+    use tungstenite::error::{Error as Tungstenite, ProtocolError};
+
+    match error.source()?.downcast_ref::<Tungstenite>()? {
+        Tungstenite::Utf8(_) => Some(CloseCode::INVALID_PAYLOAD),
+        Tungstenite::Capacity(_) => Some(CloseCode::MESSAGE_TOO_BIG),
+        Tungstenite::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        Tungstenite::Protocol(_) => Some(CloseCode::PROTOCOL_ERROR),
+        _ => None,
     }
 }
 
