@@ -43,7 +43,8 @@ async fn dump_dom(url: &str, attempt: u32) -> String {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .process_group(0)
+        // On a timeout the child is dropped, which kills the browser; its helper processes exit
+        // with it.
         .kill_on_drop(true);
     let child = match command.spawn() {
         Ok(child) => child,
@@ -53,15 +54,7 @@ async fn dump_dom(url: &str, attempt: u32) -> String {
             chromium()
         ),
     };
-    let group = child.id();
     let output = tokio::time::timeout(support::WAIT, child.wait_with_output()).await;
-    // Chromium starts helper processes in its group: make sure none outlives the test.
-    if let Some(group) = group {
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", &format!("-{group}")])
-            .stderr(Stdio::null())
-            .status();
-    }
     let _ = std::fs::remove_dir_all(&profile);
     match output {
         Ok(Ok(output)) => String::from_utf8_lossy(&output.stdout).into_owned(),

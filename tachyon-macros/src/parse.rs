@@ -163,7 +163,9 @@ impl Handler {
             }
         }
         errors.finish()?;
-        let template = template.ok_or_else(|| syn::Error::new(Span::call_site(), "unreachable"))?;
+        // A path that did not parse has pushed its error, so `finish` has returned already.
+        let template = template
+            .ok_or_else(|| syn::Error::new(attribute.path.span(), "invalid WebSocket path"))?;
         Ok(Self {
             function,
             template,

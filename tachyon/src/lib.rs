@@ -72,8 +72,6 @@ pub use tachyon_macros::websocket;
 #[doc(hidden)]
 pub mod __private {
     pub use axum;
-    pub use axum::http;
-    pub use serde;
 
     pub use crate::handshake::Connection;
 }

@@ -89,7 +89,11 @@ where
 
     #[track_caller]
     fn add(&mut self, path: String, route: MethodRouter<S>) {
-        assert_unique(self.routes(), &path);
+        assert!(
+            !self.routes().any(|existing| existing == path),
+            "tachyon: the WebSocket route `{path}` is registered twice; each path can have one \
+             handler"
+        );
         self.routes.push((path, route));
     }
 }
@@ -119,8 +123,8 @@ where
 #[derive(Debug)]
 #[must_use]
 pub struct Tachyon<S = ()> {
-    router: axum::Router<S>,
-    paths: Vec<String>,
+    websockets: Router<S>,
+    http: axum::Router<S>,
     state: S,
 }
 
@@ -144,8 +148,8 @@ where
     /// An application whose handlers (and HTTP routes) can extract `State<S>`.
     pub fn with_state(state: S) -> Self {
         Self {
-            router: axum::Router::new(),
-            paths: Vec::new(),
+            websockets: Router::new(),
+            http: axum::Router::new(),
             state,
         }
     }
@@ -155,8 +159,8 @@ where
     /// # Panics
     /// If the path is already registered.
     #[track_caller]
-    pub fn websocket<H: WebSocketHandler<S, Args>, Args>(mut self, _handler: H) -> Self {
-        self.add(H::PATH.to_owned(), H::method_router());
+    pub fn websocket<H: WebSocketHandler<S, Args>, Args>(mut self, handler: H) -> Self {
+        self.websockets = self.websockets.websocket(handler);
         self
     }
 
@@ -166,9 +170,7 @@ where
     /// If one of its paths is already registered.
     #[track_caller]
     pub fn include_router(mut self, router: Router<S>) -> Self {
-        for (path, route) in router.routes {
-            self.add(join_paths(&router.prefix, &path), route);
-        }
+        self.websockets = self.websockets.include_router(router);
         self
     }
 
@@ -176,20 +178,28 @@ where
     /// routes.
     ///
     /// # Panics
-    /// As `axum::Router::merge`, if a route of `router` overlaps a registered one.
+    /// When the app becomes an `axum::Router`, as `axum::Router::merge` does, if a route of
+    /// `router` overlaps a WebSocket route.
     pub fn merge(mut self, router: axum::Router<S>) -> Self {
-        self.router = self.router.merge(router);
+        self.http = self.http.merge(router);
         self
     }
 
     /// The registered WebSocket paths, in the order they were registered.
     pub fn routes(&self) -> impl Iterator<Item = &str> {
-        self.paths.iter().map(String::as_str)
+        self.websockets.routes()
     }
 
     /// The application as an `axum::Router`, ready to serve or to extend with axum.
     pub fn into_router(self) -> axum::Router {
-        self.router.with_state(self.state)
+        let websockets = self
+            .websockets
+            .routes
+            .into_iter()
+            .fold(axum::Router::new(), |router, (path, route)| {
+                router.route(&path, route)
+            });
+        websockets.merge(self.http).with_state(self.state)
     }
 
     /// Serves the application on `addr` until the process ends.
@@ -202,13 +212,6 @@ where
             .into_future()
             .await
     }
-
-    #[track_caller]
-    fn add(&mut self, path: String, route: MethodRouter<S>) {
-        assert_unique(self.routes(), &path);
-        self.router = std::mem::take(&mut self.router).route(&path, route);
-        self.paths.push(path);
-    }
 }
 
 impl<S> From<Tachyon<S>> for axum::Router
@@ -218,14 +221,6 @@ where
     fn from(app: Tachyon<S>) -> Self {
         app.into_router()
     }
-}
-
-#[track_caller]
-fn assert_unique<'a>(mut registered: impl Iterator<Item = &'a str>, path: &str) {
-    assert!(
-        !registered.any(|existing| existing == path),
-        "tachyon: the WebSocket route `{path}` is registered twice; each path can have one handler"
-    );
 }
 
 /// Joins a router prefix and a route path with exactly one `/` between them, whatever slashes
