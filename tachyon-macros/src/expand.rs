@@ -33,6 +33,12 @@ pub(crate) fn expand(attribute: &Attribute, function: ItemFn) -> syn::Result<Tok
         .iter()
         .filter(|attr| attr.path().is_ident("cfg"))
         .collect();
+    // The function keeps the user's `allow`s (say, `clippy::too_many_arguments`); every
+    // attribute also stays on the body, below.
+    let allows: Vec<_> = attrs
+        .iter()
+        .filter(|attr| attr.path().is_ident("allow"))
+        .collect();
     let generated_doc = format!("WebSocket handler at `{axum_path}`.");
     let docs = if docs.is_empty() {
         quote!(#[doc = #generated_doc])
@@ -143,6 +149,7 @@ pub(crate) fn expand(attribute: &Attribute, function: ItemFn) -> syn::Result<Tok
     Ok(quote! {
         #docs
         #(#cfgs)*
+        #(#allows)*
         #vis fn #name(#(#parameters: #types),*) -> #krate::HandlerFuture<#name, #output> {
             #wrapper
         }

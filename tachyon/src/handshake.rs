@@ -262,8 +262,8 @@ impl Connection {
             .map_err(IntoResponse::into_response)
     }
 
-    /// Runs the handler (its result already turned into a [`HandlerReturn`](crate::HandlerReturn) result) and
-    /// answers the handshake as it decides.
+    /// Runs the handler, whose result the generated code has already read through
+    /// [`HandlerReturn`](crate::HandlerReturn), and answers the handshake as it decides.
     pub async fn run<F, Fut>(self, handler: F) -> Response
     where
         F: FnOnce(WebSocket) -> Fut,
