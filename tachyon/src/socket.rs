@@ -260,16 +260,14 @@ impl WebSocket {
     /// errors ([`Error::NotAccepted`], ...) when there is no open connection.
     pub async fn receive(&mut self) -> Result<Message> {
         let socket = self.socket("receive a message")?;
-        let ending = loop {
+        let (disconnect, reply) = loop {
             match socket.recv().await {
                 Some(Ok(ws::Message::Text(text))) => return Ok(Message::Text(text)),
                 Some(Ok(ws::Message::Binary(bytes))) => return Ok(Message::Binary(bytes)),
                 // The connection queues the pong reply itself; it leaves with the next read.
                 Some(Ok(ws::Message::Ping(_) | ws::Message::Pong(_))) => {}
                 Some(Ok(ws::Message::Close(frame))) => {
-                    // Sends the close reply the connection queued.
-                    let _ = socket.flush().await;
-                    break match frame {
+                    let disconnect = match frame {
                         Some(CloseFrame { code, reason }) => {
                             WebSocketDisconnect::new(code, reason.as_str())
                         }
@@ -277,28 +275,38 @@ impl WebSocket {
                             WebSocketDisconnect::new(WebSocketDisconnect::NO_STATUS_RECEIVED, "")
                         }
                     };
+                    // The connection queued the close reply: flushing sends it.
+                    break (disconnect, None);
                 }
-                Some(Err(error)) => {
+                Some(Err(error)) => match protocol_violation(&error) {
                     // A client that broke the protocol is told why, with the matching code.
-                    let Some(code) = protocol_violation(&error) else {
-                        break WebSocketDisconnect::abnormal(error);
-                    };
-                    let reason = error.to_string();
-                    let frame = CloseFrame {
-                        code: code.as_u16(),
-                        reason: truncate_reason(&reason).into(),
-                    };
-                    let _ = socket.send(ws::Message::Close(Some(frame))).await;
-                    break WebSocketDisconnect::new(code.as_u16(), reason);
-                }
+                    Some(code) => {
+                        let reason = error.to_string();
+                        let frame = CloseFrame {
+                            code: code.as_u16(),
+                            reason: truncate_reason(&reason).into(),
+                        };
+                        let disconnect = WebSocketDisconnect::new(code.as_u16(), reason);
+                        break (disconnect, Some(ws::Message::Close(Some(frame))));
+                    }
+                    None => return Err(self.disconnected(WebSocketDisconnect::abnormal(error))),
+                },
                 None => {
-                    break WebSocketDisconnect::abnormal(
-                        "the connection closed without a close frame",
-                    );
+                    let gone = "the connection closed without a close frame";
+                    return Err(self.disconnected(WebSocketDisconnect::abnormal(gone)));
                 }
             }
         };
-        Err(self.disconnected(ending))
+        // Record the disconnect before the last await, so that it stands even if this future is
+        // dropped while the reply goes out.
+        let state = mem::replace(&mut self.state, State::Disconnected(disconnect.clone()));
+        if let State::Open(mut socket) = state {
+            let _ = match reply {
+                Some(close) => socket.send(close).await,
+                None => socket.flush().await,
+            };
+        }
+        Err(disconnect.into())
     }
 
     /// Receives a text message.
@@ -423,6 +431,11 @@ impl WebSocket {
                     code: code.as_u16(),
                     reason: truncate_reason(reason).into(),
                 };
+                // Until the frame is out the connection is neither open nor closing: if this
+                // future is dropped half-way, the socket stays in this state.
+                self.state = State::Disconnected(WebSocketDisconnect::abnormal(
+                    "the close was abandoned (the `close` future was dropped)",
+                ));
                 match socket.send(ws::Message::Close(Some(frame))).await {
                     Ok(()) => {
                         self.state = State::Closing(socket);
