@@ -453,22 +453,13 @@ impl WebSocket {
     fn socket(&mut self, operation: &'static str) -> Result<&mut ws::WebSocket> {
         match &mut self.state {
             State::Open(socket) => Ok(socket),
-            State::Pending { .. } => Err(Error::NotAccepted { operation }),
-            State::Rejected => Err(Error::Rejected { operation }),
-            State::Closing(_) => Err(Error::Closed { operation }),
-            State::Disconnected(disconnect) => Err(disconnect.clone().into()),
+            other => Err(refusal(other, operation)),
         }
     }
 
     /// Puts back a state that does not allow `operation` and says why.
     fn restore_and_refuse(&mut self, state: State, operation: &'static str) -> Error {
-        let error = match &state {
-            State::Pending { .. } => Error::NotAccepted { operation },
-            State::Open(_) => Error::AlreadyAccepted { operation },
-            State::Rejected => Error::Rejected { operation },
-            State::Closing(_) => Error::Closed { operation },
-            State::Disconnected(disconnect) => disconnect.clone().into(),
-        };
+        let error = refusal(&state, operation);
         self.state = state;
         error
     }
@@ -477,6 +468,17 @@ impl WebSocket {
     fn disconnected(&mut self, disconnect: WebSocketDisconnect) -> Error {
         self.state = State::Disconnected(disconnect.clone());
         disconnect.into()
+    }
+}
+
+/// Why `state` does not allow `operation`.
+fn refusal(state: &State, operation: &'static str) -> Error {
+    match state {
+        State::Pending { .. } => Error::NotAccepted { operation },
+        State::Open(_) => Error::AlreadyAccepted { operation },
+        State::Rejected => Error::Rejected { operation },
+        State::Closing(_) => Error::Closed { operation },
+        State::Disconnected(disconnect) => disconnect.clone().into(),
     }
 }
 
