@@ -147,7 +147,12 @@ async fn chat(mut ws: WebSocket, room: String, State(tour): State<Tour>) -> tach
                 // Nobody listening is fine: this member is still subscribed.
                 let _ = everyone.send(format!("[{room}] {}", data?).into());
             }
-            Ok(message) = inbox.recv() => ws.send_text(message).await?,
+            message = inbox.recv() => match message {
+                Ok(message) => ws.send_text(message).await?,
+                // Too slow to keep up: some messages were skipped; carry on with the next.
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            },
         }
     }
 }

@@ -10,7 +10,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
-use support::{connect, expect_close, expect_json, expect_text, handshake, server};
+use support::{connect, expect_close, expect_json, expect_text, handshake, server, within};
 use tachyon::{HandlerFuture, Tachyon, WebSocket, websocket};
 
 #[derive(Clone)]
@@ -137,16 +137,32 @@ async fn the_annotated_function_stays_callable() {
     let _: fn(WebSocket, u32) -> HandlerFuture<alias, tachyon::Result<()>> = alias;
     let server = server(Tachyon::new().websocket(alias));
     let mut ws = connect(&server, "/alias/1").await;
-    ws.send_text("through alias").await;
+    within("sending", ws.send_text("through alias")).await;
     expect_text(&mut ws, "Echo: through alias").await;
     handshake(&server, "/alias/0")
         .await
         .assert_status(StatusCode::FORBIDDEN);
 }
 
+/// A parameter named like a keyword binds to a raw identifier.
+#[websocket("/kinds/{type}")]
+async fn kinds(mut ws: WebSocket, r#type: String) -> tachyon::Result<()> {
+    ws.accept().await?;
+    ws.send_text(format!("kind {type}", type = r#type)).await
+}
+
+#[tokio::test]
+async fn raw_identifiers_match_keyword_parameters() {
+    let server = server(Tachyon::new().websocket(kinds));
+    let mut ws = connect(&server, "/kinds/fruit").await;
+    expect_text(&mut ws, "kind fruit").await;
+}
+
 #[tokio::test]
 async fn handler_names_never_clash_with_variables() {
-    // `echo`, `seat` and `files` are handlers in this module; as variables they are just names.
+    // `echo`, `seat` and `files` are handlers in this module. Were the generated type a unit
+    // struct (in the value namespace too), these lets would be patterns against it and fail to
+    // compile.
     let echo = "a variable";
     let seat: u8 = 3;
     let files = [echo];

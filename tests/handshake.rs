@@ -6,17 +6,13 @@ mod support;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::{Extension, Json};
-use futures_util::StreamExt;
 use serde_json::json;
-use support::{
-    connect, expect_close, expect_json, expect_text, handshake, raw_connect, serve, server, within,
-};
+use support::{connect, expect_close, expect_json, expect_text, handshake, serve, server, within};
 use tachyon::{Accept, Error, Tachyon, WebSocket, websocket};
 use tokio::sync::mpsc::UnboundedSender;
-use tokio_tungstenite::tungstenite::Message as WireMessage;
 
 #[websocket("/info/{name}")]
 async fn info(mut ws: WebSocket, name: String) -> tachyon::Result<()> {
@@ -269,32 +265,76 @@ async fn a_bad_path_parameter_is_400_naming_it_and_the_handler_never_runs() {
 }
 
 #[websocket("/close-then-return")]
-async fn close_then_return(mut ws: WebSocket) -> tachyon::Result<()> {
+async fn close_then_return(
+    mut ws: WebSocket,
+    Extension(report): Extension<UnboundedSender<String>>,
+) -> tachyon::Result<()> {
     ws.accept().await?;
     ws.close_with(4000, "done").await?;
-    // Closing twice is refused, not sent.
-    match ws.close(1000).await {
-        Err(Error::Closed { .. }) => Ok(()),
-        other => panic!("second close: {other:?}"),
-    }
+    // After closing, closing again and sending are refused, not sent.
+    let again = ws.close(1000).await;
+    let send = ws.send_text("late").await;
+    let _ = report.send(format!("{again:?}|{send:?}"));
+    Ok(())
 }
 
 #[tokio::test]
 async fn nothing_is_sent_twice() {
-    let served = serve(Tachyon::new().websocket(close_then_return)).await;
-    let mut client = raw_connect(&served, "/close-then-return").await;
-    match within("the close frame", client.next()).await {
-        Some(Ok(WireMessage::Close(Some(frame)))) => {
-            assert_eq!(support::wire_code(frame.code), 4000);
-            assert_eq!(frame.reason.as_str(), "done");
-        }
-        other => panic!("expected one close frame, got {other:?}"),
-    }
-    // After the close handshake the stream ends: no second close frame.
-    match within("the end of the stream", client.next()).await {
-        None | Some(Err(_)) => {}
-        Some(Ok(message)) => panic!("a second frame was sent: {message:?}"),
-    }
+    let (report, mut reports) = support::reports();
+    let app: axum::Router = Tachyon::new().websocket(close_then_return).into();
+    let served = serve(app.layer(Extension(report))).await;
+    // Every frame on the wire, up to the server closing the TCP connection: one close frame,
+    // although the handler closed twice and then returned.
+    let frames = support::raw_frames(&served, "/close-then-return").await;
+    assert_eq!(frames, [(0x8, b"\x0f\xa0done".to_vec())]);
+    assert_eq!(
+        reports.next().await,
+        r#"Err(Closed { operation: "close the WebSocket" })|Err(Closed { operation: "send a text message" })"#
+    );
+}
+
+#[websocket("/bad-code-first")]
+async fn bad_code_first(mut ws: WebSocket) -> tachyon::Result<()> {
+    // An unsendable code is an error before accept too, and decides nothing.
+    let error = ws.close(1005).await.expect_err("1005 cannot be sent");
+    ws.deny(StatusCode::IM_A_TEAPOT, error.to_string())
+}
+
+#[tokio::test]
+async fn an_unsendable_close_code_before_accept_is_an_error_not_a_403() {
+    let server = server(Tachyon::new().websocket(bad_code_first));
+    let response = handshake(&server, "/bad-code-first").await;
+    response.assert_status(StatusCode::IM_A_TEAPOT);
+    response.assert_text_contains("1005 cannot be sent as a WebSocket close code");
+}
+
+#[derive(serde::Deserialize)]
+struct Token {
+    token: String,
+}
+
+#[websocket("/needs-token")]
+async fn needs_token(
+    mut ws: WebSocket,
+    State(runs): State<Arc<AtomicUsize>>,
+    Query(query): Query<Token>,
+) -> tachyon::Result<()> {
+    runs.fetch_add(1, Ordering::SeqCst);
+    ws.accept().await?;
+    ws.send_text(query.token).await
+}
+
+#[tokio::test]
+async fn a_failing_extractor_answers_and_the_handler_never_runs() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let server = server(Tachyon::with_state(runs.clone()).websocket(needs_token));
+    let response = handshake(&server, "/needs-token").await;
+    response.assert_status(StatusCode::BAD_REQUEST);
+    response.assert_text_contains("token");
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+    let mut ws = connect(&server, "/needs-token?token=abc").await;
+    expect_text(&mut ws, "abc").await;
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use support::{connect, expect_close, expect_text, handshake, server};
+use support::{connect, expect_close, expect_text, handshake, server, within};
 use tachyon::{Tachyon, WebSocket, websocket};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -109,6 +109,29 @@ async fn echo(mut ws: WebSocket) -> tachyon::Result<()> {
     }
 }
 
+#[websocket("/log/fails-early")]
+async fn fails_early(_ws: WebSocket) -> Result<(), String> {
+    Err("no database before accepting".to_owned())
+}
+
+/// The disconnect, returned inside an opaque error type.
+#[websocket("/log/boxed")]
+async fn boxed(mut ws: WebSocket) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    ws.accept().await?;
+    loop {
+        let text = ws.receive_text().await?;
+        ws.send_text(text).await?;
+    }
+}
+
+/// Cleanup that fails after the client left: a real failure.
+#[websocket("/log/cleanup")]
+async fn cleanup(mut ws: WebSocket) -> Result<(), String> {
+    ws.accept().await.map_err(|error| error.to_string())?;
+    while ws.receive_text().await.is_ok() {}
+    Err("could not save the session".to_owned())
+}
+
 fn app() -> Tachyon {
     recorder();
     Tachyon::new()
@@ -116,6 +139,47 @@ fn app() -> Tachyon {
         .websocket(panics)
         .websocket(panics_early)
         .websocket(echo)
+        .websocket(fails_early)
+        .websocket(boxed)
+        .websocket(cleanup)
+}
+
+#[tokio::test]
+async fn a_handler_failing_before_accepting_is_logged_as_an_error() {
+    let server = server(app());
+    handshake(&server, "/log/fails-early")
+        .await
+        .assert_status(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+    let events = first_event_for("/log/fails-early").await;
+    assert_eq!(events[0].level, Level::ERROR, "{events:?}");
+    assert!(
+        events[0].fields.contains("no database before accepting"),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_disconnect_inside_an_opaque_error_is_not_an_error() {
+    let server = server(app());
+    let ws = connect(&server, "/log/boxed").await;
+    support::within("the close handshake", ws.close()).await;
+    let events = first_event_for("/log/boxed").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].level, Level::DEBUG, "{events:?}");
+}
+
+#[tokio::test]
+async fn a_failure_after_the_client_left_is_still_an_error() {
+    let server = server(app());
+    let ws = connect(&server, "/log/cleanup").await;
+    support::within("the close handshake", ws.close()).await;
+    let events = first_event_for("/log/cleanup").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].level, Level::ERROR, "{events:?}");
+    assert!(
+        events[0].fields.contains("could not save the session"),
+        "{events:?}"
+    );
 }
 
 #[tokio::test]
@@ -156,7 +220,7 @@ async fn a_panicking_handler_is_logged_as_an_error() {
 async fn a_disconnect_ending_a_handler_is_not_an_error() {
     let server = server(app());
     let mut ws = connect(&server, "/log/echo").await;
-    ws.send_text("hi").await;
+    within("sending", ws.send_text("hi")).await;
     expect_text(&mut ws, "hi").await;
     support::within("the close handshake", ws.close()).await;
     let events = first_event_for("/log/echo").await;

@@ -38,10 +38,13 @@ async fn kinds(mut ws: WebSocket) -> tachyon::Result<()> {
 async fn receive_takes_text_and_binary() {
     let server = server(Tachyon::new().websocket(kinds));
     let mut ws = connect(&server, "/kinds").await;
-    ws.send_text("héllo").await;
+    within("sending", ws.send_text("héllo")).await;
     expect_text(&mut ws, "text:héllo").await;
-    ws.send_message(WsMessage::Binary(vec![0u8, 159].into()))
-        .await;
+    within(
+        "sending",
+        ws.send_message(WsMessage::Binary(vec![0u8, 159].into())),
+    )
+    .await;
     expect_text(&mut ws, "binary:b\"\\0\\x9f\"").await;
 }
 
@@ -72,16 +75,23 @@ async fn strict(mut ws: WebSocket, kind: String) -> tachyon::Result<()> {
 async fn a_frame_of_the_wrong_kind_is_a_typed_error_and_the_connection_stays_open() {
     let server = server(Tachyon::new().websocket(strict));
     let mut ws = connect(&server, "/strict/text").await;
-    ws.send_message(WsMessage::Binary(vec![1u8].into())).await;
+    within(
+        "sending",
+        ws.send_message(WsMessage::Binary(vec![1u8].into())),
+    )
+    .await;
     expect_text(&mut ws, "unexpected:text:binary").await;
-    ws.send_text("fine").await;
+    within("sending", ws.send_text("fine")).await;
     expect_text(&mut ws, "ok:fine").await;
 
     let mut ws = connect(&server, "/strict/bytes").await;
-    ws.send_text("not bytes").await;
+    within("sending", ws.send_text("not bytes")).await;
     expect_text(&mut ws, "unexpected:binary:text").await;
-    ws.send_message(WsMessage::Binary(vec![1u8, 2].into()))
-        .await;
+    within(
+        "sending",
+        ws.send_message(WsMessage::Binary(vec![1u8, 2].into())),
+    )
+    .await;
     expect_text(&mut ws, "ok:2").await;
 }
 
@@ -123,24 +133,27 @@ async fn moves(mut ws: WebSocket) -> tachyon::Result<()> {
 async fn json_is_typed_and_invalid_json_is_answered() {
     let server = server(Tachyon::new().websocket(moves));
     let mut ws = connect(&server, "/moves").await;
-    ws.send_json(&json!({"x": 1, "y": 2})).await;
+    within("sending", ws.send_json(&json!({"x": 1, "y": 2}))).await;
     expect_json(&mut ws, json!({"x": 2, "y": 3})).await;
     // JSON in a binary frame is read too.
-    ws.send_message(WsMessage::Binary(br#"{"x": 10, "y": 20}"#.to_vec().into()))
-        .await;
+    within(
+        "sending",
+        ws.send_message(WsMessage::Binary(br#"{"x": 10, "y": 20}"#.to_vec().into())),
+    )
+    .await;
     expect_json(&mut ws, json!({"x": 11, "y": 21})).await;
     // Valid JSON of the wrong shape, then not JSON at all: both answered, connection open.
-    ws.send_json(&json!({"x": "one"})).await;
+    within("sending", ws.send_json(&json!({"x": "one"}))).await;
     match next_message(&mut ws).await {
         WsMessage::Text(text) => assert!(text.contains("invalid type"), "{text}"),
         other => panic!("{other:?}"),
     }
-    ws.send_text("{").await;
+    within("sending", ws.send_text("{")).await;
     match next_message(&mut ws).await {
         WsMessage::Text(text) => assert!(text.contains("EOF"), "{text}"),
         other => panic!("{other:?}"),
     }
-    ws.send_json(&json!({"x": 0, "y": 0})).await;
+    within("sending", ws.send_json(&json!({"x": 0, "y": 0}))).await;
     expect_json(&mut ws, json!({"x": 1, "y": 1})).await;
 }
 
@@ -363,7 +376,7 @@ async fn a_panic_after_accept_closes_with_1011_and_the_server_keeps_serving() {
     expect_text(&mut ws, "about to fail").await;
     expect_close(&mut ws, 1011).await;
     let mut ws = connect(&server, "/kinds").await;
-    ws.send_text("still serving").await;
+    within("sending", ws.send_text("still serving")).await;
     expect_text(&mut ws, "text:still serving").await;
 }
 
@@ -405,7 +418,7 @@ async fn detached(mut ws: WebSocket) -> tachyon::Result<()> {
 async fn a_connection_moved_out_of_its_handler_closes_when_dropped() {
     let server = server(Tachyon::new().websocket(detached));
     let mut ws = connect(&server, "/detached").await;
-    ws.send_text("hi").await;
+    within("sending", ws.send_text("hi")).await;
     expect_text(&mut ws, "from the task: hi").await;
     expect_close(&mut ws, 1000).await;
 }

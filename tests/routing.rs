@@ -67,11 +67,16 @@ async fn an_empty_prefix_merges() {
 
 #[tokio::test]
 async fn static_segments_beat_parameters_whatever_the_order() {
-    let server = server(Tachyon::new().websocket(room).websocket(lobby));
-    let mut ws = connect(&server, "/ws/lobby").await;
-    expect_text(&mut ws, "the lobby").await;
-    let mut ws = connect(&server, "/ws/kitchen").await;
-    expect_text(&mut ws, "room kitchen").await;
+    for app in [
+        Tachyon::new().websocket(room).websocket(lobby),
+        Tachyon::new().websocket(lobby).websocket(room),
+    ] {
+        let server = server(app);
+        let mut ws = connect(&server, "/ws/lobby").await;
+        expect_text(&mut ws, "the lobby").await;
+        let mut ws = connect(&server, "/ws/kitchen").await;
+        expect_text(&mut ws, "room kitchen").await;
+    }
 }
 
 #[test]

@@ -9,15 +9,17 @@ mod tour;
 use axum::http::StatusCode;
 use axum_test::WsMessage;
 use serde_json::json;
-use support::{connect, expect_close, expect_json, expect_text, handshake, next_message, server};
+use support::{
+    connect, expect_close, expect_json, expect_text, handshake, next_message, server, within,
+};
 
 #[tokio::test]
 async fn echo() {
     let server = server(tour::app());
     let mut ws = connect(&server, "/ws").await;
-    ws.send_text("Hello").await;
+    within("sending", ws.send_text("Hello")).await;
     expect_text(&mut ws, "Echo: Hello").await;
-    ws.send_text("Hello!").await;
+    within("sending", ws.send_text("Hello!")).await;
     expect_text(&mut ws, "Echo: Hello!").await;
 }
 
@@ -25,11 +27,8 @@ async fn echo() {
 async fn room_welcomes_then_echoes_with_the_room() {
     let server = server(tour::app());
     let mut ws = connect(&server, "/ws/room123").await;
-    match next_message(&mut ws).await {
-        WsMessage::Text(text) => assert!(text.contains("room123"), "{text}"),
-        other => panic!("expected the welcome, got {other:?}"),
-    }
-    ws.send_text("hi").await;
+    expect_text(&mut ws, "Welcome to room: room123").await;
+    within("sending", ws.send_text("hi")).await;
     expect_text(&mut ws, "[room123] hi").await;
 }
 
@@ -44,13 +43,13 @@ async fn room_ids_are_percent_decoded() {
 async fn json_is_processed_and_echoed() {
     let server = server(tour::app());
     let mut ws = connect(&server, "/ws/json").await;
-    ws.send_json(&json!({"message": "Hello"})).await;
+    within("sending", ws.send_json(&json!({"message": "Hello"}))).await;
     expect_json(
         &mut ws,
         json!({"received": {"message": "Hello"}, "processed": true, "echo": "Hello"}),
     )
     .await;
-    ws.send_json(&json!({"other": 1})).await;
+    within("sending", ws.send_json(&json!({"other": 1}))).await;
     expect_json(
         &mut ws,
         json!({"received": {"other": 1}, "processed": true, "echo": ""}),
@@ -62,12 +61,12 @@ async fn json_is_processed_and_echoed() {
 async fn invalid_json_is_answered_and_the_connection_stays_open() {
     let server = server(tour::app());
     let mut ws = connect(&server, "/ws/json").await;
-    ws.send_text("{not json").await;
+    within("sending", ws.send_text("{not json")).await;
     match next_message(&mut ws).await {
         WsMessage::Text(text) => assert!(text.contains("invalid JSON"), "{text}"),
         other => panic!("expected the error answer, got {other:?}"),
     }
-    ws.send_json(&json!({"message": "still here"})).await;
+    within("sending", ws.send_json(&json!({"message": "still here"}))).await;
     expect_json(
         &mut ws,
         json!({"received": {"message": "still here"}, "processed": true, "echo": "still here"}),
@@ -80,7 +79,7 @@ async fn static_segments_beat_parameters() {
     // `/ws/json` and `/ws/bytes` are their own routes, not rooms called "json" and "bytes".
     let server = server(tour::app());
     let mut ws = connect(&server, "/ws/json").await;
-    ws.send_json(&json!({"message": "x"})).await;
+    within("sending", ws.send_json(&json!({"message": "x"}))).await;
     expect_json(
         &mut ws,
         json!({"received": {"message": "x"}, "processed": true, "echo": "x"}),
@@ -92,8 +91,11 @@ async fn static_segments_beat_parameters() {
 async fn bytes_are_reversed() {
     let server = server(tour::app());
     let mut ws = connect(&server, "/ws/bytes").await;
-    ws.send_message(WsMessage::Binary(vec![1u8, 2, 3, 255].into()))
-        .await;
+    within(
+        "sending",
+        ws.send_message(WsMessage::Binary(vec![1u8, 2, 3, 255].into())),
+    )
+    .await;
     match next_message(&mut ws).await {
         WsMessage::Binary(bytes) => assert_eq!(&bytes[..], [255, 3, 2, 1]),
         other => panic!("expected bytes, got {other:?}"),
@@ -104,7 +106,7 @@ async fn bytes_are_reversed() {
 async fn text_sent_to_the_bytes_route_fails_the_handler_with_1011() {
     let server = server(tour::app());
     let mut ws = connect(&server, "/ws/bytes").await;
-    ws.send_text("not bytes").await;
+    within("sending", ws.send_text("not bytes")).await;
     let reason = expect_close(&mut ws, 1011).await;
     assert!(reason.contains("expected a binary message"), "{reason}");
 }
@@ -147,14 +149,14 @@ async fn secure_rejects_other_tokens_before_accepting() {
 async fn disconnect_route_answers_until_the_client_leaves() {
     let server = server(tour::app());
     let mut ws = connect(&server, "/ws/disconnect").await;
-    ws.send_text("one").await;
+    within("sending", ws.send_text("one")).await;
     expect_text(&mut ws, "Got: one").await;
-    ws.send_text("two").await;
+    within("sending", ws.send_text("two")).await;
     expect_text(&mut ws, "Got: two").await;
     support::within("the close handshake", ws.close()).await;
     // The server keeps serving.
     let mut again = connect(&server, "/ws/disconnect").await;
-    again.send_text("three").await;
+    within("sending", again.send_text("three")).await;
     expect_text(&mut again, "Got: three").await;
 }
 
@@ -190,22 +192,22 @@ async fn chat_broadcasts_to_every_member_of_the_room_only() {
     let server = server(tour::app());
     // A member is subscribed once its own first message comes back to it.
     let mut alice = connect(&server, "/chat/rust").await;
-    alice.send_text("alice here").await;
+    within("sending", alice.send_text("alice here")).await;
     expect_text(&mut alice, "[rust] alice here").await;
     let mut bob = connect(&server, "/chat/rust").await;
-    bob.send_text("bob here").await;
+    within("sending", bob.send_text("bob here")).await;
     expect_text(&mut bob, "[rust] bob here").await;
     expect_text(&mut alice, "[rust] bob here").await;
     let mut carol = connect(&server, "/chat/python").await;
 
-    alice.send_text("hello").await;
+    within("sending", alice.send_text("hello")).await;
     expect_text(&mut alice, "[rust] hello").await;
     expect_text(&mut bob, "[rust] hello").await;
 
-    carol.send_text("elsewhere").await;
+    within("sending", carol.send_text("elsewhere")).await;
     expect_text(&mut carol, "[python] elsewhere").await;
     // Alice sees her own next message, not Carol's.
-    alice.send_text("again").await;
+    within("sending", alice.send_text("again")).await;
     expect_text(&mut alice, "[rust] again").await;
 }
 

@@ -1,7 +1,8 @@
 //! Generating the handler. The function keeps its name, arguments and result, but returns a
 //! `HandlerFuture<name, _>`; that return type is how `Tachyon::websocket(name)` finds the route.
 //! A braced struct of the same name (type namespace only, so it never clashes with a variable or
-//! the function) carries `name::PATH` and `name::route()`, and holds the original body.
+//! the function, only with a module or type of that name) carries `name::PATH` and
+//! `name::route()`, and holds the original body.
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
@@ -27,23 +28,33 @@ pub(crate) fn expand(attribute: &Attribute, function: ItemFn) -> syn::Result<Tok
     } = &handler.function;
     let name = &sig.ident;
     let axum_path = &handler.template.axum_path;
-    let (docs, attrs): (Vec<_>, Vec<_>) =
-        attrs.iter().partition(|attr| attr.path().is_ident("doc"));
+    // Docs and `#[deprecated]` belong to the function users call; `#[cfg]` to every item; the
+    // rest (lint levels, `#[tracing::instrument]`...) to the body, in the generated struct.
+    let (outer, attrs): (Vec<_>, Vec<_>) = attrs
+        .iter()
+        .partition(|attr| attr.path().is_ident("doc") || attr.path().is_ident("deprecated"));
+    let docs: Vec<_> = outer
+        .iter()
+        .filter(|attr| attr.path().is_ident("doc"))
+        .collect();
     let cfgs: Vec<_> = attrs
         .iter()
         .filter(|attr| attr.path().is_ident("cfg"))
         .collect();
-    // The function keeps the user's `allow`s (say, `clippy::too_many_arguments`); every
-    // attribute also stays on the body, below.
-    let allows: Vec<_> = attrs
-        .iter()
-        .filter(|attr| attr.path().is_ident("allow"))
-        .collect();
+    let hidden = docs.iter().any(|attr| {
+        attr.parse_args::<syn::Ident>()
+            .is_ok_and(|word| word == "hidden")
+    });
+    let struct_hidden = if hidden {
+        quote!(#[doc(hidden)])
+    } else {
+        quote!()
+    };
     let generated_doc = format!("WebSocket handler at `{axum_path}`.");
     let docs = if docs.is_empty() {
-        quote!(#[doc = #generated_doc])
+        quote!(#[doc = #generated_doc] #(#outer)*)
     } else {
-        quote!(#(#docs)*)
+        quote!(#(#outer)*)
     };
 
     let output = match &sig.output {
@@ -121,7 +132,8 @@ pub(crate) fn expand(attribute: &Attribute, function: ItemFn) -> syn::Result<Tok
             })
             .await
     };
-    // The function keeps its name and arguments (plain names where the handler had them).
+    // The function keeps its name and arguments (plain names where the handler had them, but
+    // not `_name`s, which it does use).
     let parameters: Vec<_> = handler
         .function
         .sig
@@ -130,7 +142,11 @@ pub(crate) fn expand(attribute: &Attribute, function: ItemFn) -> syn::Result<Tok
         .zip(&values)
         .map(|(input, value)| match input {
             syn::FnArg::Typed(typed) => match &*typed.pat {
-                syn::Pat::Ident(ident) if ident.subpat.is_none() && ident.by_ref.is_none() => {
+                syn::Pat::Ident(ident)
+                    if ident.subpat.is_none()
+                        && ident.by_ref.is_none()
+                        && !ident.ident.to_string().starts_with('_') =>
+                {
                     ident.ident.clone()
                 }
                 _ => value.clone(),
@@ -149,12 +165,14 @@ pub(crate) fn expand(attribute: &Attribute, function: ItemFn) -> syn::Result<Tok
     Ok(quote! {
         #docs
         #(#cfgs)*
-        #(#allows)*
+        // It repeats the handler's signature: lints about that signature are the handler's.
+        #[allow(clippy::all, clippy::pedantic, clippy::nursery)]
         #vis fn #name(#(#parameters: #types),*) -> #krate::HandlerFuture<#name, #output> {
             #wrapper
         }
 
         #[doc = #route_doc]
+        #struct_hidden
         #(#cfgs)*
         #[allow(non_camel_case_types, dead_code)]
         #[derive(::core::clone::Clone, ::core::marker::Copy, ::core::fmt::Debug)]

@@ -2,6 +2,7 @@
 //! each pointing at its own token.
 
 use proc_macro2::Span;
+use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
 use syn::{
@@ -244,12 +245,45 @@ fn is_websocket(ty: &Type) -> bool {
 }
 
 const SCALARS: &[&str] = &[
-    "String", "bool", "char", "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32",
-    "i64", "i128", "isize", "f32", "f64",
+    "String",
+    "bool",
+    "char",
+    "u8",
+    "u16",
+    "u32",
+    "u64",
+    "u128",
+    "usize",
+    "i8",
+    "i16",
+    "i32",
+    "i64",
+    "i128",
+    "isize",
+    "f32",
+    "f64",
+    "NonZeroU8",
+    "NonZeroU16",
+    "NonZeroU32",
+    "NonZeroU64",
+    "NonZeroU128",
+    "NonZeroUsize",
+    "NonZeroI8",
+    "NonZeroI16",
+    "NonZeroI32",
+    "NonZeroI64",
+    "NonZeroI128",
+    "NonZeroIsize",
+    "IpAddr",
+    "Ipv4Addr",
+    "Ipv6Addr",
+    "SocketAddr",
 ];
 
-/// `String`, a number, `bool` or `char` (or an `Option` of one): types that are no extractor, so
-/// an argument of such a type must be a path parameter. Returns how it is written.
+/// `String`, a number, `bool`, `char` or an address (or an `Option` of one): std types that are
+/// no extractor, so an argument of such a type must be a path parameter. Returns how it is
+/// written. Other types cannot be told apart here; the route's `FromRequestParts` bound catches
+/// them.
 fn scalar_type(ty: &Type) -> Option<String> {
     let Type::Path(path) = ty else { return None };
     if path.qself.is_some() {
@@ -285,7 +319,8 @@ fn not_a_param(name: &str, scalar: &str, path: &str, params: &[String]) -> Strin
 /// The name an argument binds, if its pattern is a plain identifier.
 fn binding_name(pat: &Pat) -> Option<String> {
     match pat {
-        Pat::Ident(ident) if ident.subpat.is_none() => Some(ident.ident.to_string()),
+        // `r#type` binds the parameter `{type}`.
+        Pat::Ident(ident) if ident.subpat.is_none() => Some(ident.ident.unraw().to_string()),
         _ => None,
     }
 }

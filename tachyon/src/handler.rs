@@ -23,7 +23,7 @@ use crate::error::{Error, WebSocketDisconnect};
     message = "`{Self}` is not a Tachyon WebSocket handler for state `{S}`",
     label = "not a `#[websocket]` handler for this state",
     note = "annotate an `async fn` that takes a `tachyon::WebSocket` with `#[tachyon::websocket(\"/path\")]`",
-    note = "if it is annotated, one of its extractors needs another state: build the app with `Tachyon::with_state(..)` holding the state its `State<T>` arguments name"
+    note = "if it is annotated, one of its arguments is neither the `WebSocket`, nor a path parameter (named like one), nor an axum extractor for state `{S}`: rename it after its path parameter, or make it an extractor; for `State<T>` arguments, build the app with `Tachyon::with_state(..)` holding that `T`"
 )]
 pub trait WebSocketHandler<S, Args>: Sized {
     /// The route's path, in axum's syntax (`/ws/{room_id}`).

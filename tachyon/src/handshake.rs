@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::ws::{self, CloseFrame, WebSocketUpgrade};
-use axum::extract::{FromRequestParts, RawPathParams, Request};
+use axum::extract::{FromRequestParts, OriginalUri, RawPathParams, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -30,7 +30,7 @@ use crate::socket::WebSocket;
 
 /// How long Tachyon waits for the client's reply to a close frame before dropping the
 /// connection.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Options for [`WebSocket::accept_with`]: a subprotocol and extra response headers.
 ///
@@ -128,25 +128,28 @@ pub(crate) enum Ended {
 
 impl Ended {
     /// Ends the connection with `code` (unless it is already closing or gone) and completes the
-    /// close handshake.
+    /// close handshake, giving up after [`CLOSE_TIMEOUT`] on a client that stopped reading or
+    /// never answers.
     async fn finish(self, code: CloseCode, reason: &str) {
-        let mut socket = match self {
-            Self::Open(mut socket) => {
+        let (mut socket, frame) = match self {
+            Self::Open(socket) => {
                 let frame = CloseFrame {
                     code: code.as_u16(),
                     reason: truncate_reason(reason).into(),
                 };
+                (socket, Some(frame))
+            }
+            Self::Closing(socket) => (socket, None),
+            Self::Disconnected(_) => return,
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            if let Some(frame) = frame {
                 if socket.send(ws::Message::Close(Some(frame))).await.is_err() {
                     return;
                 }
-                socket
             }
-            Self::Closing(socket) => socket,
-            Self::Disconnected(_) => return,
-        };
-        // Wait for the client's close reply (or the end of the connection), so the client sees
-        // a clean close rather than a reset.
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            // Wait for the client's close reply (or the end of the connection), so the client
+            // sees a clean close rather than a reset.
             while let Some(Ok(message)) = socket.recv().await {
                 if matches!(message, ws::Message::Close(_)) {
                     break;
@@ -202,7 +205,7 @@ impl Connection {
             Ok(upgrade) => upgrade,
             Err(rejection) if !parts.headers.contains_key(header::UPGRADE) => {
                 let _ = rejection;
-                return Err(upgrade_required(parts.uri.path()));
+                return Err(upgrade_required(original_uri(&parts).path()));
             }
             Err(rejection) => return Err(rejection.into_response()),
         };
@@ -308,6 +311,8 @@ impl Connection {
                     // If the handler dropped its socket mid-accept, the connection comes back.
                     let orphan = socket_tx.send(socket).err();
                     let outcome = Outcome::new(handler.await);
+                    // A socket that outlives the handler closes itself when dropped, not here.
+                    ended_rx.close();
                     let ended = match orphan {
                         Some(socket) => Some(Ended::Open(socket)),
                         None => ended_rx.try_recv().ok(),
@@ -343,6 +348,15 @@ where
     let mut response = upgrade.on_upgrade(callback);
     response.headers_mut().extend(headers);
     response
+}
+
+/// The request's URI as the client sent it: `axum::Router::nest` strips its prefix from
+/// `parts.uri`, and keeps the original in an extension.
+fn original_uri(parts: &Parts) -> Uri {
+    parts
+        .extensions
+        .get::<OriginalUri>()
+        .map_or_else(|| parts.uri.clone(), |original| original.0.clone())
 }
 
 /// `426 Upgrade Required`, for a plain HTTP request to a WebSocket route.
@@ -382,7 +396,12 @@ impl Outcome {
     fn log(&self, uri: &Uri, gone: Option<&WebSocketDisconnect>) {
         match self {
             Self::Completed => {}
-            Self::Failed(failure) if failure.is_disconnect() || gone.is_some() => {
+            // The client leaving, returned as is (possibly inside an opaque error type such as
+            // `anyhow::Error`, recognised by its text): not a failure of the handler.
+            Self::Failed(failure)
+                if failure.is_disconnect()
+                    || gone.is_some_and(|gone| failure.to_string() == gone.to_string()) =>
+            {
                 let code = gone.map(|disconnect| disconnect.code);
                 tracing::debug!(
                     path = %uri.path(),

@@ -5,6 +5,7 @@
 
 use std::future::IntoFuture;
 use std::io;
+use std::net::SocketAddr;
 
 use axum::routing::MethodRouter;
 use tokio::net::{TcpListener, ToSocketAddrs};
@@ -51,8 +52,8 @@ where
         Self::default()
     }
 
-    /// A router whose routes all start with `prefix` (`"/api/v1"`; slashes at either end do not
-    /// matter, and an empty prefix adds nothing).
+    /// A router whose routes all start with `prefix` (`"/api/v1"`, in axum's path syntax; slashes
+    /// at either end do not matter, and an empty prefix adds nothing).
     pub fn with_prefix(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
@@ -178,8 +179,8 @@ where
     /// routes.
     ///
     /// # Panics
-    /// When the app becomes an `axum::Router`, as `axum::Router::merge` does, if a route of
-    /// `router` overlaps a WebSocket route.
+    /// When the app becomes an `axum::Router`, as `axum::Router::merge` does, if `router` has a
+    /// `GET` route on the path of a WebSocket route.
     pub fn merge(mut self, router: axum::Router<S>) -> Self {
         self.http = self.http.merge(router);
         self
@@ -202,15 +203,17 @@ where
         websockets.merge(self.http).with_state(self.state)
     }
 
-    /// Serves the application on `addr` until the process ends.
+    /// Serves the application on `addr` until the process ends. Handlers can take the peer's
+    /// address as `ConnectInfo<SocketAddr>`.
     ///
     /// # Errors
     /// If `addr` cannot be bound, or the server fails.
     pub async fn serve(self, addr: impl ToSocketAddrs) -> io::Result<()> {
         let listener = TcpListener::bind(addr).await?;
-        axum::serve(listener, self.into_router())
-            .into_future()
-            .await
+        let app = self
+            .into_router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app).into_future().await
     }
 }
 

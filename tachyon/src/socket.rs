@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 
 use crate::close::{CloseCode, truncate_reason};
 use crate::error::{Error, MessageKind, Result, WebSocketDisconnect};
-use crate::handshake::{Accept, Decision, Ended, RequestHead, rejected_by_close};
+use crate::handshake::{Accept, CLOSE_TIMEOUT, Decision, Ended, RequestHead, rejected_by_close};
 use crate::params::Params;
 
 /// A data message: text or binary. Returned by [`WebSocket::receive`].
@@ -106,9 +106,11 @@ impl WebSocket {
 
     /// Accepts the handshake: the client gets `101 Switching Protocols` and messages can flow.
     ///
+    /// If the client goes away during the upgrade, the handler is not resumed: there is no
+    /// connection to hand it.
+    ///
     /// # Errors
-    /// [`Error::AlreadyAccepted`] or [`Error::Rejected`] if the handshake was already decided;
-    /// [`Error::Disconnected`] if the client went away during the upgrade.
+    /// [`Error::AlreadyAccepted`] or [`Error::Rejected`] if the handshake was already decided.
     pub async fn accept(&mut self) -> Result<()> {
         self.accept_with(Accept::new()).await
     }
@@ -301,10 +303,14 @@ impl WebSocket {
         // dropped while the reply goes out.
         let state = mem::replace(&mut self.state, State::Disconnected(disconnect.clone()));
         if let State::Open(mut socket) = state {
-            let _ = match reply {
-                Some(close) => socket.send(close).await,
-                None => socket.flush().await,
-            };
+            // Bounded: a client that stopped reading must not hold the handler here.
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                match reply {
+                    Some(close) => socket.send(close).await,
+                    None => socket.flush().await,
+                }
+            })
+            .await;
         }
         Err(disconnect.into())
     }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum_test::{TestResponse, TestServer, TestWebSocket, WsMessage};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WireCloseCode;
@@ -147,4 +148,65 @@ impl Reports {
             .await
             .expect("the handler side hung up without reporting")
     }
+}
+
+/// Opens `path` with a hand-written handshake over plain TCP and returns every frame the server
+/// sends, as (opcode, payload), until it closes the connection. The first close frame is
+/// answered with a close reply, as a client must.
+pub async fn raw_frames(served: &Served, path: &str) -> Vec<(u8, Vec<u8>)> {
+    within("the raw exchange", async {
+        let mut stream = TcpStream::connect(served.addr).await.expect("connect");
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            served.addr
+        );
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("send the handshake");
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(stream.read_u8().await.expect("read the handshake response"));
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        let mut frames = Vec::new();
+        let mut replied = false;
+        // Server frames are unmasked; these tests only see short ones.
+        while let Ok(first) = stream.read_u8().await {
+            let length = stream.read_u8().await.expect("frame length") & 0x7f;
+            assert!(length < 126, "a test frame should be short");
+            let mut payload = vec![0; usize::from(length)];
+            stream
+                .read_exact(&mut payload)
+                .await
+                .expect("frame payload");
+            let opcode = first & 0x0f;
+            if opcode == 0x8 && !replied {
+                // A masked close reply echoing the code (mask key 0 leaves the bytes as they are).
+                let code = payload.get(..2).unwrap_or_default();
+                let mut reply = vec![
+                    0x88,
+                    0x80 | u8::try_from(code.len()).unwrap_or(0),
+                    0,
+                    0,
+                    0,
+                    0,
+                ];
+                reply.extend_from_slice(code);
+                stream
+                    .write_all(&reply)
+                    .await
+                    .expect("send the close reply");
+                replied = true;
+            }
+            frames.push((opcode, payload));
+        }
+        frames
+    })
+    .await
 }

@@ -6,4 +6,7 @@ async fn old_syntax(mut ws: WebSocket, id: u64) -> tachyon::Result<()> {
     ws.accept().await
 }
 
-fn main() {}
+fn main() {
+    // The function is still there: no second error for using it.
+    let _ = old_syntax;
+}

@@ -6,4 +6,7 @@ async fn generic<T: Default>(mut ws: WebSocket) -> tachyon::Result<()> {
     ws.accept().await
 }
 
-fn main() {}
+fn main() {
+    // The function is still there: no second error for using it.
+    let _ = generic::<u8>;
+}

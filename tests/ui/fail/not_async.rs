@@ -6,4 +6,7 @@ fn blocking(ws: WebSocket) -> tachyon::Result<()> {
     Ok(())
 }
 
-fn main() {}
+fn main() {
+    // The function is still there: no second error for using it.
+    let _ = blocking;
+}

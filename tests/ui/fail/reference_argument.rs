@@ -6,4 +6,7 @@ async fn borrowed(mut ws: WebSocket, name: &str) -> tachyon::Result<()> {
     ws.accept().await
 }
 
-fn main() {}
+fn main() {
+    // The function is still there: no second error for using it.
+    let _ = borrowed;
+}
