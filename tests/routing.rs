@@ -136,15 +136,27 @@ async fn http_routes_and_tower_layers_keep_working_beside_websocket_routes() {
     expect_text(&mut ws, "notifications").await;
 }
 
+#[websocket("/where")]
+async fn where_am_i(mut ws: WebSocket) -> tachyon::Result<()> {
+    ws.accept().await?;
+    let url = ws.url().to_string();
+    ws.send_text(url).await
+}
+
 #[tokio::test]
 async fn a_tachyon_app_nests_in_an_axum_router() {
-    let tachyon: axum::Router = Tachyon::new().websocket(room).into();
+    let tachyon: axum::Router = Tachyon::new().websocket(room).websocket(where_am_i).into();
     let app = axum::Router::new()
         .route("/", get(health))
         .nest("/chat", tachyon);
     let server = server(app);
     let mut ws = connect(&server, "/chat/ws/garden").await;
     expect_text(&mut ws, "room garden").await;
+    // The handler sees the URL the client asked for, prefix included, and so does a 426.
+    let mut ws = connect(&server, "/chat/where?x=1").await;
+    expect_text(&mut ws, "/chat/where?x=1").await;
+    let response = support::within("GET /chat/where", server.get("/chat/where")).await;
+    response.assert_text_contains("`/chat/where` is a WebSocket endpoint");
     let response = support::within("GET /", server.get("/")).await;
     response.assert_text("ok");
 }

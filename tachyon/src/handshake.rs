@@ -91,13 +91,10 @@ pub(crate) struct RequestHead {
 
 impl RequestHead {
     fn new(parts: Parts, path_params: Params) -> Self {
-        let query_params = parts
-            .uri
-            .query()
-            .map(Params::from_query)
-            .unwrap_or_default();
+        let uri = original_uri(&parts);
+        let query_params = uri.query().map(Params::from_query).unwrap_or_default();
         Self {
-            uri: parts.uri,
+            uri,
             headers: parts.headers,
             path_params,
             query_params,
