@@ -7,7 +7,7 @@
 //! their response; a handler that returns first gives `403`, one that fails gives `500`.
 //! When the handler ends after `accept`, Tachyon sends the close frame its outcome calls for.
 
-use std::fmt::{self, Display};
+use std::fmt::Display;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::str::FromStr;
@@ -200,8 +200,7 @@ impl Connection {
         let (mut parts, _body) = request.into_parts();
         let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, state).await {
             Ok(upgrade) => upgrade,
-            Err(rejection) if !parts.headers.contains_key(header::UPGRADE) => {
-                let _ = rejection;
+            Err(_) if !parts.headers.contains_key(header::UPGRADE) => {
                 return Err(upgrade_required(original_uri(&parts).path()));
             }
             Err(rejection) => return Err(rejection.into_response()),
@@ -374,6 +373,7 @@ fn upgrade_required(path: &str) -> Response {
 }
 
 /// How a handler ended.
+#[derive(Debug)]
 enum Outcome {
     Completed,
     Failed(Failure),
@@ -454,16 +454,6 @@ impl Outcome {
                     .finish(CloseCode::INTERNAL_ERROR, "internal error")
                     .await;
             }
-        }
-    }
-}
-
-impl fmt::Debug for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Completed => f.write_str("Completed"),
-            Self::Failed(failure) => write!(f, "Failed({failure})"),
-            Self::Panicked(message) => write!(f, "Panicked({message})"),
         }
     }
 }
