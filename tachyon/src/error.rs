@@ -77,6 +77,11 @@ pub enum Error {
     #[error(transparent)]
     InvalidCloseCode(#[from] InvalidCloseCode),
 
+    /// `try_send_*` found the outbound queue full or the connection closed; the message is in
+    /// the error.
+    #[error(transparent)]
+    TrySend(#[from] TrySendError),
+
     /// `accept_with` chose a subprotocol the client did not offer; the handshake is still
     /// undecided.
     #[error(
@@ -112,27 +117,63 @@ impl From<std::convert::Infallible> for Error {
     }
 }
 
-/// The client closed the connection, or it dropped.
+/// The connection ended: the client closed it or dropped, or the server closed it (keepalive,
+/// shutdown, a limit, a [`Sender`](crate::Sender)).
 ///
-/// `code` is the code of the client's close frame, [`NO_STATUS_RECEIVED`](Self::NO_STATUS_RECEIVED)
-/// (1005) when its frame had none, and [`ABNORMAL_CLOSURE`](Self::ABNORMAL_CLOSURE) (1006) when
-/// the connection ended without a close frame; then `reason` says what happened to the transport.
+/// `kind` says why, as a type to match. `code` is the close code of the frame that ended the
+/// connection: the client's, [`NO_STATUS_RECEIVED`](Self::NO_STATUS_RECEIVED) (1005) when its
+/// frame had none, [`ABNORMAL_CLOSURE`](Self::ABNORMAL_CLOSURE) (1006) when the connection ended
+/// without a close frame, or the one the server sent; `reason` is that frame's reason, or what
+/// happened to the transport.
 ///
 /// ```
+/// use tachyon::{DisconnectKind, Error};
+///
 /// # async fn handler(mut ws: tachyon::WebSocket) -> tachyon::Result<()> {
 /// match ws.receive_text().await {
 ///     Ok(text) => println!("got {text}"),
-///     Err(tachyon::Error::Disconnected(gone)) if gone.code == 1000 => println!("bye"),
+///     Err(Error::Disconnected(gone)) => match gone.kind {
+///         DisconnectKind::ClientClosed => println!("bye ({})", gone.code),
+///         DisconnectKind::KeepaliveTimeout => println!("the client stopped answering"),
+///         DisconnectKind::ServerShutdown => println!("the server is stopping"),
+///         _ => println!("gone: {gone}"),
+///     },
 ///     Err(other) => return Err(other),
 /// }
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct WebSocketDisconnect {
+    /// Why the connection ended.
+    pub kind: DisconnectKind,
     /// The close code.
     pub code: u16,
-    /// The reason the client gave (often empty).
+    /// The close frame's reason (often empty), or what happened to the transport.
     pub reason: String,
+}
+
+/// Why a connection ended: the `kind` of a [`WebSocketDisconnect`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DisconnectKind {
+    /// The client sent a close frame; `code` and `reason` are its own.
+    ClientClosed,
+    /// The connection ended without a close frame (1006): the network or the client went away.
+    ConnectionLost,
+    /// The client answered no ping within the keepalive timeout; the server closed with 1011.
+    KeepaliveTimeout,
+    /// The client sent no data message within the idle timeout; the server closed with 1001.
+    IdleTimeout,
+    /// The server is shutting down; it closed with 1001 (Going Away).
+    ServerShutdown,
+    /// The client sent a message over the size limit; the server closed with 1009.
+    MessageTooBig,
+    /// The client broke the protocol; the server closed with 1002, or 1007 for text that is not
+    /// UTF-8.
+    ProtocolViolation,
+    /// The server closed the connection through a [`Sender`](crate::Sender) (or a room's
+    /// policy); `code` and `reason` are the ones it sent.
+    ClosedByServer,
 }
 
 impl WebSocketDisconnect {
@@ -141,15 +182,21 @@ impl WebSocketDisconnect {
     /// 1006: the connection ended without a close frame.
     pub const ABNORMAL_CLOSURE: u16 = 1006;
 
-    pub(crate) fn new(code: u16, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: DisconnectKind, code: u16, reason: impl Into<String>) -> Self {
         Self {
+            kind,
             code,
             reason: reason.into(),
         }
     }
 
-    pub(crate) fn abnormal(reason: impl fmt::Display) -> Self {
-        Self::new(Self::ABNORMAL_CLOSURE, reason.to_string())
+    /// The connection ended without a close frame, for `reason`.
+    pub(crate) fn lost(reason: impl fmt::Display) -> Self {
+        Self::new(
+            DisconnectKind::ConnectionLost,
+            Self::ABNORMAL_CLOSURE,
+            reason.to_string(),
+        )
     }
 }
 
@@ -178,5 +225,48 @@ impl fmt::Display for MessageKind {
             Self::Text => "text",
             Self::Binary => "binary",
         })
+    }
+}
+
+/// A message that `try_send_*` could not queue, and why. The message comes back with
+/// [`into_message`](Self::into_message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", match &self.closed {
+    None => "the connection's outbound queue is full (the client reads too slowly); the message was not sent",
+    Some(_) => "the connection is closed; the message was not sent",
+})]
+pub struct TrySendError {
+    message: crate::Message,
+    closed: Option<WebSocketDisconnect>,
+}
+
+impl TrySendError {
+    pub(crate) fn full(message: crate::Message) -> Self {
+        Self {
+            message,
+            closed: None,
+        }
+    }
+
+    pub(crate) fn closed(message: crate::Message, disconnect: WebSocketDisconnect) -> Self {
+        Self {
+            message,
+            closed: Some(disconnect),
+        }
+    }
+
+    /// Whether the queue was full: the connection is open but its client reads slowly.
+    pub fn is_full(&self) -> bool {
+        self.closed.is_none()
+    }
+
+    /// How the connection ended, if it is closed.
+    pub fn disconnect(&self) -> Option<&WebSocketDisconnect> {
+        self.closed.as_ref()
+    }
+
+    /// The message that was not sent.
+    pub fn into_message(self) -> crate::Message {
+        self.message
     }
 }

@@ -1,12 +1,21 @@
 #![doc = include_str!("../../README.md")]
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
+// Dependencies run one way: settings, errors, close codes and messages at the bottom; the
+// connection's life (shared state, driver, keepalive, outcome) above them; the sender, the
+// socket and the handshake above that; the endpoint the macro calls, shutdown and routing on top.
 mod close;
+mod connection;
+mod endpoint;
 mod error;
 mod handler;
 mod handshake;
+mod message;
 mod params;
 mod routing;
+mod sender;
+mod settings;
+mod shutdown;
 mod socket;
 
 /// The axum Tachyon is built on, for extractors (`tachyon::axum::extract::State`) and types
@@ -16,12 +25,23 @@ pub use axum::body::Bytes;
 pub use axum::extract::ws::Utf8Bytes;
 
 pub use crate::close::{CloseCode, InvalidCloseCode, MAX_REASON_BYTES};
-pub use crate::error::{Error, MessageKind, Result, WebSocketDisconnect};
+pub use crate::connection::ConnectionId;
+pub use crate::error::{
+    DisconnectKind, Error, MessageKind, Result, TrySendError, WebSocketDisconnect,
+};
 pub use crate::handler::{Failure, HandlerFuture, HandlerReturn, WebSocketHandler, WebSocketRoute};
 pub use crate::handshake::Accept;
+pub use crate::message::Message;
 pub use crate::params::Params;
 pub use crate::routing::{Router, Tachyon};
-pub use crate::socket::{Message, WebSocket};
+pub use crate::sender::Sender;
+pub use crate::settings::{
+    DEFAULT_CLOSE_TIMEOUT, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT,
+    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_MESSAGES,
+    DEFAULT_READ_BUFFER_SIZE, DEFAULT_WRITE_BUFFER_SIZE, Settings, SettingsService,
+};
+pub use crate::shutdown::{DEFAULT_SHUTDOWN_TIMEOUT, Shutdown};
+pub use crate::socket::WebSocket;
 
 /// Turns an `async fn` into a WebSocket handler at `path`.
 ///
@@ -77,5 +97,6 @@ pub use tachyon_macros::websocket;
 pub mod __private {
     pub use axum;
 
-    pub use crate::handshake::Connection;
+    pub use crate::endpoint::Connection;
+    pub use crate::settings::Settings;
 }

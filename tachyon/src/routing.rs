@@ -3,14 +3,18 @@
 //! Both turn into a plain `axum::Router`, so axum's HTTP routes, state and tower layers work
 //! beside the WebSocket routes.
 
-use std::future::IntoFuture;
+use std::future::{Future, IntoFuture};
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use axum::Extension;
 use axum::routing::MethodRouter;
 use tokio::net::{TcpListener, ToSocketAddrs};
 
 use crate::handler::WebSocketHandler;
+use crate::settings::Settings;
+use crate::shutdown::{DEFAULT_SHUTDOWN_TIMEOUT, Shutdown};
 
 /// A group of WebSocket handlers under a common prefix, like FastAPI's `APIRouter`.
 ///
@@ -32,6 +36,7 @@ use crate::handler::WebSocketHandler;
 pub struct Router<S = ()> {
     prefix: String,
     routes: Vec<(String, MethodRouter<S>)>,
+    settings: Option<Settings>,
 }
 
 impl<S> Default for Router<S> {
@@ -39,6 +44,7 @@ impl<S> Default for Router<S> {
         Self {
             prefix: String::new(),
             routes: Vec::new(),
+            settings: None,
         }
     }
 }
@@ -58,7 +64,25 @@ where
         Self {
             prefix: prefix.into(),
             routes: Vec::new(),
+            settings: None,
         }
+    }
+
+    /// Connection settings for every route of this router (and of the routers it includes),
+    /// over the app's; a handler's own attribute options override them in turn.
+    ///
+    /// ```
+    /// use tachyon::{Router, Settings};
+    ///
+    /// let uploads: Router = Router::with_prefix("/uploads")
+    ///     .settings(Settings::new().max_message_size(16 * 1024 * 1024));
+    /// ```
+    pub fn settings(mut self, settings: Settings) -> Self {
+        self.settings = Some(match self.settings {
+            Some(current) => current.merge(&settings),
+            None => settings,
+        });
+        self
     }
 
     /// Registers a `#[websocket]` handler at its path, below this router's prefix.
@@ -77,10 +101,27 @@ where
     /// If one of its paths is already registered on this router.
     #[track_caller]
     pub fn include_router(mut self, router: Router<S>) -> Self {
-        for (path, route) in router.routes {
-            self.add(join_paths(&router.prefix, &path), route);
+        for (path, route) in router.into_routes() {
+            self.add(path, route);
         }
         self
+    }
+
+    /// The routes with their full paths below this router's prefix, each carrying this
+    /// router's settings.
+    fn into_routes(self) -> impl Iterator<Item = (String, MethodRouter<S>)> {
+        let Self {
+            prefix,
+            routes,
+            settings,
+        } = self;
+        routes.into_iter().map(move |(path, route)| {
+            let route = match &settings {
+                Some(settings) => route.layer(settings.clone()),
+                None => route,
+            };
+            (join_paths(&prefix, &path), route)
+        })
     }
 
     /// The registered paths, below this router's prefix.
@@ -127,6 +168,9 @@ pub struct Tachyon<S = ()> {
     websockets: Router<S>,
     http: axum::Router<S>,
     state: S,
+    settings: Settings,
+    shutdown: Shutdown,
+    shutdown_timeout: Duration,
 }
 
 impl Tachyon<()> {
@@ -152,7 +196,40 @@ where
             websockets: Router::new(),
             http: axum::Router::new(),
             state,
+            settings: Settings::new(),
+            shutdown: Shutdown::new(),
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         }
+    }
+
+    /// Connection settings for every WebSocket route of the app; routers and handlers can
+    /// override them.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tachyon::{Settings, Tachyon};
+    ///
+    /// let app = Tachyon::new().settings(
+    ///     Settings::new()
+    ///         .keepalive_interval(Duration::from_secs(30))
+    ///         .idle_timeout(Duration::from_secs(600)),
+    /// );
+    /// ```
+    pub fn settings(mut self, settings: Settings) -> Self {
+        self.settings = self.settings.merge(&settings);
+        self
+    }
+
+    /// How long a graceful shutdown waits for the handlers before dropping them. Default 10 s.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// The app's [`Shutdown`]: it counts the open connections and can start the shutdown
+    /// from anywhere (the `serve` methods start it on their signal).
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.shutdown.clone()
     }
 
     /// Registers a `#[websocket]` handler at its path.
@@ -191,29 +268,95 @@ where
         self.websockets.routes()
     }
 
-    /// The application as an `axum::Router`, ready to serve or to extend with axum.
+    /// The application as an `axum::Router`, ready to serve or to extend with axum. The app's
+    /// [`Settings`] and [`Shutdown`] travel with it as request extensions.
     pub fn into_router(self) -> axum::Router {
         let websockets = self
             .websockets
-            .routes
-            .into_iter()
+            .into_routes()
             .fold(axum::Router::new(), |router, (path, route)| {
                 router.route(&path, route)
             });
-        websockets.merge(self.http).with_state(self.state)
+        websockets
+            .merge(self.http)
+            .layer(self.settings)
+            .layer(Extension(self.shutdown))
+            .with_state(self.state)
     }
 
-    /// Serves the application on `addr` until the process ends. Handlers can take the peer's
-    /// address as `ConnectInfo<SocketAddr>`.
+    /// Serves the application on `addr` until Ctrl-C or SIGTERM, then shuts down gracefully
+    /// (see [`serve_with_graceful_shutdown`](Self::serve_with_graceful_shutdown)). Handlers can
+    /// take the peer's address as `ConnectInfo<SocketAddr>`.
     ///
     /// # Errors
     /// If `addr` cannot be bound, or the server fails.
     pub async fn serve(self, addr: impl ToSocketAddrs) -> io::Result<()> {
+        self.serve_with_graceful_shutdown(addr, terminate()).await
+    }
+
+    /// Serves the application on `addr` until `signal` completes, then shuts down gracefully:
+    /// new handshakes get `503`, every open connection receives what is queued for it and then
+    /// a 1001 close frame, and the handlers get [`shutdown_timeout`](Self::shutdown_timeout) to
+    /// end before they are dropped.
+    ///
+    /// # Errors
+    /// If `addr` cannot be bound, or the server fails.
+    pub async fn serve_with_graceful_shutdown<F>(
+        self,
+        addr: impl ToSocketAddrs,
+        signal: F,
+    ) -> io::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
         let listener = TcpListener::bind(addr).await?;
+        self.serve_listener(listener, signal).await
+    }
+
+    /// As [`serve_with_graceful_shutdown`](Self::serve_with_graceful_shutdown), on a listener
+    /// bound already (say to port 0, to learn the port first).
+    ///
+    /// # Errors
+    /// If the server fails.
+    pub async fn serve_listener<F>(self, listener: TcpListener, signal: F) -> io::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let shutdown = self.shutdown.clone();
+        let timeout = self.shutdown_timeout;
         let app = self
             .into_router()
             .into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, app).into_future().await
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.clone().after(signal))
+            .into_future()
+            .await?;
+        shutdown.wait(timeout).await;
+        Ok(())
+    }
+}
+
+/// Ctrl-C, or SIGTERM on Unix.
+async fn terminate() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
     }
 }
 

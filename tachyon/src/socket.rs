@@ -2,51 +2,27 @@
 //!
 //! The socket goes through three phases. Before `accept` the handshake is still an HTTP request:
 //! its headers, path and query can be read and the handler decides its fate (`accept`, `deny`,
-//! `close`). After `accept` messages flow. After a close (by either side) every operation returns
-//! an error instead of touching the connection, so nothing is ever sent twice.
+//! `close`). After `accept` messages flow, through the connection's driver. After a close (by
+//! either side) every operation returns an error instead of touching the connection, so nothing
+//! is ever sent twice.
 
+use std::future::poll_fn;
 use std::mem;
 
 use axum::body::Bytes;
-use axum::extract::ws::{self, CloseFrame, Utf8Bytes};
+use axum::extract::ws::Utf8Bytes;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::IntoResponse;
-use futures_util::SinkExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
-use crate::close::{CloseCode, truncate_reason};
-use crate::error::{Error, MessageKind, Result, WebSocketDisconnect};
-use crate::handshake::{Accept, CLOSE_TIMEOUT, Decision, Ended, RequestHead, rejected_by_close};
+use crate::close::CloseCode;
+use crate::error::{DisconnectKind, Error, MessageKind, Result, WebSocketDisconnect};
+use crate::handshake::{Accept, Decision, RequestHead, rejected_by_close};
+use crate::message::Message;
 use crate::params::Params;
-
-/// A data message: text or binary. Returned by [`WebSocket::receive`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Message {
-    /// A text message, valid UTF-8. [`Utf8Bytes`] dereferences to `&str` without copying.
-    Text(Utf8Bytes),
-    /// A binary message.
-    Binary(Bytes),
-}
-
-impl Message {
-    /// Whether this is text or binary.
-    pub fn kind(&self) -> MessageKind {
-        match self {
-            Self::Text(_) => MessageKind::Text,
-            Self::Binary(_) => MessageKind::Binary,
-        }
-    }
-
-    /// The payload as bytes, whatever the kind.
-    pub fn into_bytes(self) -> Bytes {
-        match self {
-            Self::Text(text) => text.into(),
-            Self::Binary(bytes) => bytes,
-        }
-    }
-}
+use crate::sender::Sender;
 
 /// One WebSocket connection, handed to a `#[websocket]` handler.
 ///
@@ -63,14 +39,20 @@ impl Message {
 /// }
 /// ```
 ///
-/// Receiving is cancel-safe: a `receive_*` future dropped inside `tokio::select!` loses no
-/// message, so a handler can wait on the client and on other sources (a room, a timer) at once.
-/// Pings are answered by the connection itself while the handler receives.
+/// Every operation is cancel-safe: a `receive_*`, `send_*`, `accept` or `close` future dropped
+/// inside `tokio::select!` loses no message and leaves the socket usable, so a handler can wait
+/// on the client and on other sources (a room, a timer) at once.
+///
+/// After `accept` the connection is driven alongside the handler, in its task: pings are
+/// answered and keepalive runs while the handler does anything else, and messages queued by
+/// [`Sender`]s leave at once. One incoming message is read ahead of the handler; until the
+/// handler takes it, the connection reads nothing more (pongs and the client's close included),
+/// which is how a slow handler pushes back on a fast client.
 #[derive(Debug)]
 pub struct WebSocket {
     state: State,
     request: RequestHead,
-    ended: Option<oneshot::Sender<Ended>>,
+    subprotocol: Option<String>,
 }
 
 #[derive(Debug)]
@@ -78,13 +60,14 @@ enum State {
     /// The handshake is undecided.
     Pending {
         decision: oneshot::Sender<Decision>,
-        socket: oneshot::Receiver<ws::WebSocket>,
+        socket: oneshot::Receiver<Sender>,
     },
-    Open(ws::WebSocket),
+    Open(Sender),
     /// The handler rejected the handshake (`deny`, or `close` before `accept`).
     Rejected,
-    /// The handler sent a close frame; the driver completes the close handshake.
-    Closing(ws::WebSocket),
+    /// The handler closed the connection; the driver completes the close handshake.
+    Closing(Sender),
+    /// The connection was lost before the handler could use it.
     Disconnected(WebSocketDisconnect),
 }
 
@@ -92,13 +75,12 @@ impl WebSocket {
     pub(crate) fn new(
         request: RequestHead,
         decision: oneshot::Sender<Decision>,
-        socket: oneshot::Receiver<ws::WebSocket>,
-        ended: oneshot::Sender<Ended>,
+        socket: oneshot::Receiver<Sender>,
     ) -> Self {
         Self {
             state: State::Pending { decision, socket },
             request,
-            ended: Some(ended),
+            subprotocol: None,
         }
     }
 
@@ -137,6 +119,7 @@ impl WebSocket {
         const OPERATION: &str = "accept the handshake";
         let socket = match mem::replace(&mut self.state, State::Rejected) {
             State::Pending { decision, socket } => {
+                let chosen = accept.chosen_subprotocol().map(str::to_owned);
                 if let Some(chosen) = accept.chosen_subprotocol() {
                     if !self
                         .requested_subprotocols()
@@ -155,21 +138,22 @@ impl WebSocket {
                         operation: OPERATION,
                     });
                 }
+                self.subprotocol = chosen;
                 socket
             }
             other => return Err(self.restore_and_refuse(other, OPERATION)),
         };
         // Until the upgrade completes there is no connection: if this future is dropped
-        // half-way, the socket stays in this state.
-        self.state = State::Disconnected(WebSocketDisconnect::abnormal(
+        // half-way, the socket stays in this state (and the connection closes normally).
+        self.state = State::Disconnected(WebSocketDisconnect::lost(
             "the WebSocket upgrade was abandoned (the `accept` future was dropped)",
         ));
         match socket.await {
-            Ok(socket) => {
-                self.state = State::Open(socket);
+            Ok(sender) => {
+                self.state = State::Open(sender);
                 Ok(())
             }
-            Err(_) => Err(self.disconnected(WebSocketDisconnect::abnormal(
+            Err(_) => Err(self.disconnected(WebSocketDisconnect::lost(
                 "the connection was lost during the WebSocket upgrade",
             ))),
         }
@@ -246,11 +230,18 @@ impl WebSocket {
     /// The subprotocol chosen when accepting, if any.
     pub fn subprotocol(&self) -> Option<&str> {
         match &self.state {
-            State::Open(socket) | State::Closing(socket) => {
-                socket.protocol().and_then(|value| value.to_str().ok())
-            }
+            State::Open(_) | State::Closing(_) => self.subprotocol.as_deref(),
             _ => None,
         }
+    }
+
+    /// A handle that sends to this connection from any task, while the handler keeps this
+    /// socket; see [`Sender`].
+    ///
+    /// # Errors
+    /// The state errors ([`Error::NotAccepted`], ...) when there is no open connection.
+    pub fn sender(&self) -> Result<Sender> {
+        self.open("get a sender").cloned()
     }
 
     // --- Receiving -----------------------------------------------------------------------------
@@ -258,61 +249,12 @@ impl WebSocket {
     /// Receives the next data message, text or binary.
     ///
     /// # Errors
-    /// [`Error::Disconnected`] when the client closes or the connection drops; the state
-    /// errors ([`Error::NotAccepted`], ...) when there is no open connection.
+    /// [`Error::Disconnected`] when the connection ends (its [`DisconnectKind`] says why); the
+    /// state errors ([`Error::NotAccepted`], ...) when there is no open connection.
     pub async fn receive(&mut self) -> Result<Message> {
-        let socket = self.socket("receive a message")?;
-        let (disconnect, reply) = loop {
-            match socket.recv().await {
-                Some(Ok(ws::Message::Text(text))) => return Ok(Message::Text(text)),
-                Some(Ok(ws::Message::Binary(bytes))) => return Ok(Message::Binary(bytes)),
-                // The connection queues the pong reply itself; it leaves with the next read.
-                Some(Ok(ws::Message::Ping(_) | ws::Message::Pong(_))) => {}
-                Some(Ok(ws::Message::Close(frame))) => {
-                    let disconnect = match frame {
-                        Some(CloseFrame { code, reason }) => {
-                            WebSocketDisconnect::new(code, reason.as_str())
-                        }
-                        None => {
-                            WebSocketDisconnect::new(WebSocketDisconnect::NO_STATUS_RECEIVED, "")
-                        }
-                    };
-                    // The connection queued the close reply: flushing sends it.
-                    break (disconnect, None);
-                }
-                Some(Err(error)) => match protocol_violation(&error) {
-                    // A client that broke the protocol is told why, with the matching code.
-                    Some(code) => {
-                        let reason = error.to_string();
-                        let frame = CloseFrame {
-                            code: code.as_u16(),
-                            reason: truncate_reason(&reason).into(),
-                        };
-                        let disconnect = WebSocketDisconnect::new(code.as_u16(), reason);
-                        break (disconnect, Some(ws::Message::Close(Some(frame))));
-                    }
-                    None => return Err(self.disconnected(WebSocketDisconnect::abnormal(error))),
-                },
-                None => {
-                    let gone = "the connection closed without a close frame";
-                    return Err(self.disconnected(WebSocketDisconnect::abnormal(gone)));
-                }
-            }
-        };
-        // Record the disconnect before the last await, so that it stands even if this future is
-        // dropped while the reply goes out.
-        let state = mem::replace(&mut self.state, State::Disconnected(disconnect.clone()));
-        if let State::Open(mut socket) = state {
-            // Bounded: a client that stopped reading must not hold the handler here.
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-                match reply {
-                    Some(close) => socket.send(close).await,
-                    None => socket.flush().await,
-                }
-            })
-            .await;
-        }
-        Err(disconnect.into())
+        let sender = self.open("receive a message")?;
+        let shared = sender.shared();
+        Ok(poll_fn(|cx| shared.poll_receive(cx)).await?)
     }
 
     /// Receives a text message.
@@ -360,11 +302,15 @@ impl WebSocket {
 
     /// Sends a text message. Takes a `String` or `Utf8Bytes` without copying it.
     ///
+    /// The message joins the connection's outbound queue, behind what this socket and its
+    /// [`Sender`]s queued before; the call returns once it is queued, waiting only while the
+    /// queue is full.
+    ///
     /// # Errors
     /// [`Error::Disconnected`] if the connection is gone; the state errors when there is no open
     /// connection.
     pub async fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<()> {
-        self.send(ws::Message::Text(text.into()), "send a text message")
+        self.send(Message::Text(text.into()), "send a text message")
             .await
     }
 
@@ -373,7 +319,7 @@ impl WebSocket {
     /// # Errors
     /// As [`send_text`](Self::send_text).
     pub async fn send_bytes(&mut self, bytes: impl Into<Bytes>) -> Result<()> {
-        self.send(ws::Message::Binary(bytes.into()), "send a binary message")
+        self.send(Message::Binary(bytes.into()), "send a binary message")
             .await
     }
 
@@ -384,22 +330,22 @@ impl WebSocket {
     /// [`send_text`](Self::send_text).
     pub async fn send_json<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
         let json = serde_json::to_string(value).map_err(Error::Serialize)?;
-        self.send(ws::Message::Text(json.into()), "send a JSON message")
+        self.send(Message::Text(json.into()), "send a JSON message")
             .await
     }
 
-    async fn send(&mut self, message: ws::Message, operation: &'static str) -> Result<()> {
-        let socket = self.socket(operation)?;
-        match socket.send(message).await {
-            Ok(()) => Ok(()),
-            Err(error) => Err(self.disconnected(WebSocketDisconnect::abnormal(error))),
-        }
+    /// Queues `message`, waiting for room.
+    async fn send(&mut self, message: Message, operation: &'static str) -> Result<()> {
+        self.open(operation)?.send(message).await
     }
 
     // --- Closing -------------------------------------------------------------------------------
 
-    /// Closes with `code` and no reason. Before `accept`, this rejects the handshake with
-    /// `403 Forbidden` instead (what Starlette-based servers do).
+    /// Closes with `code` and no reason, after the messages already queued. Before `accept`, this
+    /// rejects the handshake with `403 Forbidden` instead (what Starlette-based servers do).
+    ///
+    /// It returns once the close frame is queued; the connection then completes the close
+    /// handshake on its own, within [`Settings::close_timeout`](crate::Settings::close_timeout).
     ///
     /// `code` is a [`CloseCode`] or a `u16` (`ws.close(4001)`); a code that may not be sent is
     /// an error and nothing is sent.
@@ -432,22 +378,15 @@ impl WebSocket {
                 self.state = State::Pending { decision, socket };
                 self.reject(rejected_by_close(code, reason), OPERATION)
             }
-            State::Open(mut socket) => {
-                let frame = CloseFrame {
-                    code: code.as_u16(),
-                    reason: truncate_reason(reason).into(),
-                };
-                // Until the frame is out the connection is neither open nor closing: if this
-                // future is dropped half-way, the socket stays in this state.
-                self.state = State::Disconnected(WebSocketDisconnect::abnormal(
-                    "the close was abandoned (the `close` future was dropped)",
-                ));
-                match socket.send(ws::Message::Close(Some(frame))).await {
-                    Ok(()) => {
-                        self.state = State::Closing(socket);
-                        Ok(())
-                    }
-                    Err(error) => Err(self.disconnected(WebSocketDisconnect::abnormal(error))),
+            State::Open(sender) => {
+                let disconnect =
+                    WebSocketDisconnect::new(DisconnectKind::ClosedByServer, code.as_u16(), reason);
+                let closed = sender.shared().close(code, reason, disconnect);
+                let ending = sender.shared().ending();
+                self.state = State::Closing(sender);
+                match ending {
+                    Some(gone) if !closed => Err(gone.into()),
+                    _ => Ok(()),
                 }
             }
             other => Err(self.restore_and_refuse(other, OPERATION)),
@@ -456,9 +395,9 @@ impl WebSocket {
 
     // --- State ---------------------------------------------------------------------------------
 
-    fn socket(&mut self, operation: &'static str) -> Result<&mut ws::WebSocket> {
-        match &mut self.state {
-            State::Open(socket) => Ok(socket),
+    fn open(&self, operation: &'static str) -> Result<&Sender> {
+        match &self.state {
+            State::Open(sender) => Ok(sender),
             other => Err(refusal(other, operation)),
         }
     }
@@ -488,36 +427,13 @@ fn refusal(state: &State, operation: &'static str) -> Error {
     }
 }
 
-/// The close code for a receive error caused by what the client sent, if it was one.
-fn protocol_violation(error: &axum::Error) -> Option<CloseCode> {
-    use std::error::Error as _;
-    use tungstenite::error::{Error as Tungstenite, ProtocolError};
-
-    match error.source()?.downcast_ref::<Tungstenite>()? {
-        Tungstenite::Utf8(_) => Some(CloseCode::INVALID_PAYLOAD),
-        Tungstenite::Capacity(_) => Some(CloseCode::MESSAGE_TOO_BIG),
-        Tungstenite::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
-        Tungstenite::Protocol(_) => Some(CloseCode::PROTOCOL_ERROR),
-        _ => None,
-    }
-}
-
 impl Drop for WebSocket {
-    /// Hands the connection back to Tachyon, which sends the close frame the handler's outcome
-    /// calls for (1000 on success, 1011 on error or panic) and completes the close handshake.
+    /// Tells the connection that the handler's socket is gone: once the handler has returned
+    /// too, Tachyon sends the close frame its outcome calls for (1000 on success, 1011 on error
+    /// or panic), or 1000 if the socket outlived its handler in another task.
     fn drop(&mut self) {
-        let ended = match mem::replace(&mut self.state, State::Rejected) {
-            State::Open(socket) => Ended::Open(socket),
-            State::Closing(socket) => Ended::Closing(socket),
-            State::Disconnected(disconnect) => Ended::Disconnected(disconnect),
-            State::Pending { .. } | State::Rejected => return,
-        };
-        if let Some(sender) = self.ended.take() {
-            if let Err(ended) = sender.send(ended) {
-                // The handler already returned and this socket outlived it (it was moved into
-                // another task): nobody waits for it, so it closes normally on its own.
-                ended.close_detached();
-            }
+        if let State::Open(sender) | State::Closing(sender) = &self.state {
+            sender.shared().release_socket();
         }
     }
 }

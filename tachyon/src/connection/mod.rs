@@ -1,0 +1,367 @@
+//! The life of an accepted connection: the state its [`WebSocket`](crate::WebSocket), its
+//! [`Sender`](crate::Sender)s and its driver share ([`Shared`]), the [`driver`] that does the
+//! I/O, [`keepalive`], and the [`outcome`] policy that closes it when the handler ends.
+//!
+//! The driver runs in the same task as the handler ([`run`]): no extra task, and no cross-task
+//! wake-up per message, yet messages queued by any task leave while the handler is busy
+//! elsewhere. Outbound messages wait in a queue bounded in messages and in bytes; inbound,
+//! one message is read ahead of the handler.
+
+pub(crate) mod driver;
+mod keepalive;
+pub(crate) mod outcome;
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use axum::extract::ws::{self, CloseFrame};
+use futures_util::task::AtomicWaker;
+use tokio::sync::Notify;
+
+use crate::close::{CloseCode, truncate_reason};
+use crate::error::{TrySendError, WebSocketDisconnect};
+use crate::message::Message;
+use crate::settings::Config;
+
+pub(crate) use driver::run;
+
+/// A connection's identity: unique in the process, stable for the connection's life, and
+/// displayable (`conn-42`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(u64);
+
+impl ConnectionId {
+    fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The number behind the id.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conn-{}", self.0)
+    }
+}
+
+/// What the driver sends, in the order it was queued.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    Message(ws::Message),
+    Close(CloseFrame),
+}
+
+/// The state of one connection, shared by its `WebSocket`, its senders and its driver. The lock
+/// is never held across an `.await` or while doing I/O.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    id: ConnectionId,
+    queue_messages: usize,
+    queue_bytes: usize,
+    state: Mutex<State>,
+    /// Wakes senders waiting for room in the queue, and `closed()` waiters.
+    changed: Notify,
+    driver: AtomicWaker,
+}
+
+#[derive(Debug)]
+struct State {
+    queue: VecDeque<Outbound>,
+    queued_bytes: usize,
+    /// A sender found the queue full and waits for room.
+    blocked: bool,
+    /// The message read ahead of the handler.
+    inbox: Option<Message>,
+    reader: Option<Waker>,
+    /// Set once nothing more may be sent: the close is queued, or the client is gone.
+    ending: Option<WebSocketDisconnect>,
+    /// The driver finished: the connection is closed.
+    done: bool,
+    /// The handler's `WebSocket` still exists.
+    socket_alive: bool,
+    /// Shutdown gave up waiting: drop the connection and its handler now.
+    aborted: bool,
+}
+
+thread_local! {
+    /// The connection whose handler this thread is polling inside [`run`], if any.
+    static POLLING: Cell<usize> = const { Cell::new(0) };
+    /// Whether that handler queued something for its driver while being polled.
+    static KICKED: Cell<bool> = const { Cell::new(false) };
+}
+
+impl Shared {
+    pub(crate) fn new(config: &Config) -> Arc<Self> {
+        Arc::new(Self {
+            id: ConnectionId::next(),
+            queue_messages: config.queue_messages,
+            queue_bytes: config.queue_bytes,
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                queued_bytes: 0,
+                blocked: false,
+                inbox: None,
+                reader: None,
+                ending: None,
+                done: false,
+                socket_alive: true,
+                aborted: false,
+            }),
+            changed: Notify::new(),
+            driver: AtomicWaker::new(),
+        })
+    }
+
+    pub(crate) fn id(&self) -> ConnectionId {
+        self.id
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while holding the lock; if something did, the state is still whole.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn address(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+
+    /// Wakes the driver, unless its handler is being polled on this thread right now: then
+    /// [`run`] polls the driver again before returning, without a round trip through the
+    /// scheduler.
+    fn wake_driver(&self) {
+        if POLLING.get() == self.address() {
+            KICKED.set(true);
+        } else {
+            self.driver.wake();
+        }
+    }
+
+    // --- Sending -------------------------------------------------------------------------------
+
+    /// Queues `message` if there is room.
+    pub(crate) fn try_send(&self, message: Message) -> Result<(), TrySendError> {
+        let len = message.len();
+        {
+            let mut state = self.lock();
+            if let Some(ending) = &state.ending {
+                return Err(TrySendError::closed(message, ending.clone()));
+            }
+            let full = state.queue.len() >= self.queue_messages
+                || (state.queued_bytes + len > self.queue_bytes && !state.queue.is_empty());
+            if full {
+                state.blocked = true;
+                return Err(TrySendError::full(message));
+            }
+            state.queued_bytes += len;
+            state.queue.push_back(Outbound::Message(message.into_ws()));
+        }
+        self.wake_driver();
+        Ok(())
+    }
+
+    /// Queues `message`, waiting for room.
+    pub(crate) async fn send(&self, message: Message) -> Result<(), WebSocketDisconnect> {
+        let mut message = match self.try_send(message) {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        loop {
+            if let Some(disconnect) = message.disconnect() {
+                return Err(disconnect.clone());
+            }
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            message = match self.try_send(message.into_message()) {
+                Ok(()) => return Ok(()),
+                Err(error) if error.is_full() => {
+                    notified.await;
+                    error
+                }
+                Err(error) => error,
+            };
+        }
+    }
+
+    /// Queues a close frame after the messages already queued, and ends sending; `disconnect`
+    /// is what the handler's `receive` reports from now on. Returns `false` if the connection
+    /// was already ending.
+    pub(crate) fn close(
+        &self,
+        code: CloseCode,
+        reason: &str,
+        disconnect: WebSocketDisconnect,
+    ) -> bool {
+        {
+            let mut state = self.lock();
+            if state.ending.is_some() {
+                return false;
+            }
+            state.ending = Some(disconnect);
+            state.queue.push_back(Outbound::Close(CloseFrame {
+                code: code.as_u16(),
+                reason: truncate_reason(reason).into(),
+            }));
+            if let Some(reader) = state.reader.take() {
+                reader.wake();
+            }
+        }
+        self.changed.notify_waiters();
+        self.wake_driver();
+        true
+    }
+
+    /// How the connection ended, once nothing more can be sent.
+    pub(crate) fn ending(&self) -> Option<WebSocketDisconnect> {
+        self.lock().ending.clone()
+    }
+
+    /// Resolves once nothing more can be sent.
+    pub(crate) async fn closed(&self) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.lock().ending.is_some() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    // --- Receiving -----------------------------------------------------------------------------
+
+    /// The message read ahead, or the disconnect once there is none and the connection ends.
+    pub(crate) fn poll_receive(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Message, WebSocketDisconnect>> {
+        let mut state = self.lock();
+        if let Some(message) = state.inbox.take() {
+            drop(state);
+            self.wake_driver();
+            return Poll::Ready(Ok(message));
+        }
+        if let Some(ending) = &state.ending {
+            return Poll::Ready(Err(ending.clone()));
+        }
+        match &mut state.reader {
+            Some(reader) => reader.clone_from(cx.waker()),
+            None => state.reader = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    // --- The WebSocket's life ------------------------------------------------------------------
+
+    /// The handler's `WebSocket` is gone.
+    pub(crate) fn release_socket(&self) {
+        self.lock().socket_alive = false;
+        self.wake_driver();
+    }
+
+    pub(crate) fn socket_alive(&self) -> bool {
+        self.lock().socket_alive
+    }
+
+    /// Shutdown's deadline passed: drop the connection and its handler.
+    pub(crate) fn abort(&self) {
+        self.lock().aborted = true;
+        self.driver.wake();
+    }
+
+    // --- The driver's side ---------------------------------------------------------------------
+
+    /// The next thing to send, if any.
+    fn pop(&self) -> Option<Outbound> {
+        let mut state = self.lock();
+        let next = state.queue.pop_front()?;
+        if let Outbound::Message(message) = &next {
+            state.queued_bytes -= ws_len(message);
+        }
+        if std::mem::take(&mut state.blocked) {
+            drop(state);
+            self.changed.notify_waiters();
+        }
+        Some(next)
+    }
+
+    fn inbox_full(&self) -> bool {
+        self.lock().inbox.is_some()
+    }
+
+    /// Hands a message to the handler. It is woken unless it is the handler that [`run`] polls
+    /// right after the driver, in this same task.
+    fn deliver(&self, message: Message, cx: &Context<'_>) {
+        let reader = {
+            let mut state = self.lock();
+            state.inbox = Some(message);
+            state.reader.take()
+        };
+        if let Some(reader) = reader.filter(|reader| !reader.will_wake(cx.waker())) {
+            reader.wake();
+        }
+    }
+
+    /// Records why the connection ends, if nothing did yet, and wakes whoever waits.
+    fn end(&self, disconnect: WebSocketDisconnect, done: bool) {
+        let reader = {
+            let mut state = self.lock();
+            if state.ending.is_none() {
+                state.ending = Some(disconnect);
+            }
+            state.done |= done;
+            state.reader.take()
+        };
+        if let Some(reader) = reader {
+            reader.wake();
+        }
+        self.changed.notify_waiters();
+    }
+
+    fn aborted(&self) -> bool {
+        self.lock().aborted
+    }
+}
+
+fn ws_len(message: &ws::Message) -> usize {
+    match message {
+        ws::Message::Text(text) => text.len(),
+        ws::Message::Binary(bytes) => bytes.len(),
+        _ => 0,
+    }
+}
+
+/// Marks this thread as polling `shared`'s handler until dropped, and says whether the handler
+/// queued something for the driver meanwhile.
+struct Polling {
+    previous: usize,
+}
+
+impl Polling {
+    fn enter(shared: &Shared) -> Self {
+        KICKED.set(false);
+        Self {
+            previous: POLLING.replace(shared.address()),
+        }
+    }
+
+    fn kicked(&self) -> bool {
+        KICKED.get()
+    }
+}
+
+impl Drop for Polling {
+    fn drop(&mut self) {
+        POLLING.set(self.previous);
+        KICKED.set(false);
+    }
+}

@@ -1,0 +1,89 @@
+//! How a handler ended, what is logged about it, and the close frame it calls for.
+
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+
+use crate::close::CloseCode;
+use crate::error::WebSocketDisconnect;
+use crate::handler::Failure;
+
+/// How a handler ended.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    Completed,
+    Failed(Failure),
+    Panicked(String),
+}
+
+impl Outcome {
+    pub(crate) fn new(result: std::thread::Result<Result<(), Failure>>) -> Self {
+        match result {
+            Ok(Ok(())) => Self::Completed,
+            Ok(Err(failure)) => Self::Failed(failure),
+            Err(payload) => Self::Panicked(panic_message(payload.as_ref()).to_owned()),
+        }
+    }
+
+    /// The answer to a handshake the handler never decided: `403` if it returned, `500` if it
+    /// failed or panicked (the error is logged, not sent).
+    pub(crate) fn before_accept(self, uri: &Uri) -> Response {
+        self.log(uri, None);
+        match self {
+            Self::Completed => (
+                StatusCode::FORBIDDEN,
+                "WebSocket connection rejected: the handler returned without accepting it",
+            )
+                .into_response(),
+            Self::Failed(_) | Self::Panicked(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            }
+        }
+    }
+
+    /// Logs a failure: as an error, unless the connection ending is what ended the handler.
+    pub(crate) fn log(&self, uri: &Uri, gone: Option<&WebSocketDisconnect>) {
+        match self {
+            Self::Completed => {}
+            // The connection ending, returned as is (possibly inside an opaque error type such
+            // as `anyhow::Error`, recognised by its text): not a failure of the handler.
+            Self::Failed(failure)
+                if failure.is_disconnect()
+                    || gone.is_some_and(|gone| failure.to_string() == gone.to_string()) =>
+            {
+                let code = gone.map(|disconnect| disconnect.code);
+                tracing::debug!(
+                    path = %uri.path(),
+                    code,
+                    ending = %failure,
+                    "WebSocket client disconnected"
+                );
+            }
+            Self::Failed(failure) => {
+                tracing::error!(path = %uri.path(), error = %failure, "WebSocket handler failed");
+            }
+            Self::Panicked(message) => {
+                tracing::error!(path = %uri.path(), panic = %message, "WebSocket handler panicked");
+            }
+        }
+    }
+
+    /// The close frame for an accepted connection: 1000 after success, 1011 with the error text
+    /// after a failure, 1011 after a panic.
+    pub(crate) fn close_frame(&self) -> (CloseCode, String) {
+        match self {
+            Self::Completed => (CloseCode::NORMAL, String::new()),
+            Self::Failed(failure) => (CloseCode::INTERNAL_ERROR, failure.to_string()),
+            Self::Panicked(_) => (CloseCode::INTERNAL_ERROR, "internal error".to_owned()),
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(message) = payload.downcast_ref::<&'static str>() {
+        message
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message
+    } else {
+        "a panic without a message"
+    }
+}

@@ -1,0 +1,280 @@
+//! The request side of a `#[websocket]` route: the generated code starts a [`Connection`] from
+//! the request, extracts the handler's arguments, and runs the handler, whose decision answers
+//! the handshake. After `accept`, the handler and its connection's driver run together in the
+//! upgrade task.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use axum::extract::rejection::RawPathParamsRejection;
+use axum::extract::ws::{self, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, RawPathParams, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
+use tokio::sync::oneshot;
+
+use crate::connection::driver::Driver;
+use crate::connection::outcome::Outcome;
+use crate::connection::{self, Shared};
+use crate::handler::Failure;
+use crate::handshake::{Accept, Decision, RequestHead, original_uri, upgrade_required};
+use crate::params::Params;
+use crate::sender::Sender;
+use crate::settings::{Config, Settings};
+use crate::shutdown::Shutdown;
+use crate::socket::WebSocket;
+
+/// A handshake request on its way to a handler. The code `#[websocket]` generates drives it:
+/// `start`, then `path_param` and `extract` for each argument, then `run`.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Connection {
+    parts: Parts,
+    upgrade: WebSocketUpgrade,
+    path_params: Params,
+    settings: Settings,
+    shutdown: Option<Shutdown>,
+}
+
+#[allow(
+    clippy::result_large_err,
+    reason = "the error is the response to send instead, made once per refused request (axum's \
+              rejections are as large)"
+)]
+impl Connection {
+    /// Checks that the request is a WebSocket handshake and reads the path parameters and the
+    /// settings of the layers around the route.
+    ///
+    /// # Errors
+    /// The response to send instead: `426` for a plain HTTP request, axum's rejection for a
+    /// malformed handshake, `503` once the server is shutting down.
+    pub async fn start<S: Send + Sync>(request: Request, state: &S) -> Result<Self, Response> {
+        let (mut parts, _body) = request.into_parts();
+        let shutdown = parts.extensions.get::<Shutdown>().cloned();
+        if shutdown.as_ref().is_some_and(Shutdown::is_started) {
+            return Err(shutting_down());
+        }
+        let settings = parts
+            .extensions
+            .get::<Settings>()
+            .cloned()
+            .unwrap_or_default();
+        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, state).await {
+            Ok(upgrade) => upgrade,
+            Err(_) if !parts.headers.contains_key(header::UPGRADE) => {
+                return Err(upgrade_required(original_uri(&parts).path()));
+            }
+            Err(rejection) => return Err(rejection.into_response()),
+        };
+        let path_params = match RawPathParams::from_request_parts(&mut parts, state).await {
+            Ok(raw) => raw
+                .iter()
+                .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                .collect(),
+            Err(RawPathParamsRejection::MissingPathParams(_)) => Params::default(),
+            Err(rejection) => return Err(rejection.into_response()),
+        };
+        Ok(Self {
+            parts,
+            upgrade,
+            path_params,
+            settings,
+            shutdown,
+        })
+    }
+
+    /// Applies the handler's own settings (the attribute's options) over the wider ones.
+    #[must_use]
+    pub fn settings(mut self, handler: &Settings) -> Self {
+        self.settings = self.settings.merge(handler);
+        self
+    }
+
+    /// Parses path parameter `name` as a `T` (written `type_name` in the handler).
+    ///
+    /// # Errors
+    /// `400` naming the parameter when the value does not parse; `500` when the route has no
+    /// such parameter (the handler was mounted on a path that is not its own).
+    pub fn path_param<T>(&self, name: &str, type_name: &str) -> Result<T, Response>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        let Some(raw) = self.path_params.get(name) else {
+            tracing::error!(
+                path = %self.parts.uri.path(),
+                parameter = name,
+                "WebSocket route has no path parameter for a handler argument; mount the handler \
+                 on its own `PATH`"
+            );
+            return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response());
+        };
+        raw.parse().map_err(|error: T::Err| {
+            let body = format!(
+                "Invalid path parameter `{name}`: `{raw}` is not a valid `{type_name}` ({error})"
+            );
+            (StatusCode::BAD_REQUEST, body).into_response()
+        })
+    }
+
+    /// Runs an axum extractor on the request.
+    ///
+    /// # Errors
+    /// The extractor's rejection, as a response.
+    pub async fn extract<T, S>(&mut self, state: &S) -> Result<T, Response>
+    where
+        T: FromRequestParts<S>,
+        S: Send + Sync,
+    {
+        T::from_request_parts(&mut self.parts, state)
+            .await
+            .map_err(IntoResponse::into_response)
+    }
+
+    /// Runs the handler, whose result the generated code has already read through
+    /// [`HandlerReturn`](crate::HandlerReturn), and answers the handshake as it decides.
+    pub async fn run<F, Fut>(self, handler: F) -> Response
+    where
+        F: FnOnce(WebSocket) -> Fut,
+        Fut: Future<Output = Result<(), Failure>> + Send + 'static,
+    {
+        let Self {
+            parts,
+            upgrade,
+            path_params,
+            settings,
+            shutdown,
+        } = self;
+        let request = RequestHead::new(&parts, path_params);
+        drop(parts);
+        let uri = request.uri.clone();
+        let config = settings.resolve();
+        let (decision_tx, mut decision_rx) = oneshot::channel();
+        let (socket_tx, socket_rx) = oneshot::channel();
+        let socket = WebSocket::new(request, decision_tx, socket_rx);
+        let mut handler = Box::pin(AssertUnwindSafe(handler(socket)).catch_unwind());
+
+        let decision = tokio::select! {
+            biased;
+            decision = &mut decision_rx => decision.ok(),
+            outcome = &mut handler => {
+                // The handler finished; a decision may have been sent just before.
+                let outcome = Outcome::new(outcome);
+                return match decision_rx.try_recv() {
+                    Ok(Decision::Reject(response)) => {
+                        outcome.log(&uri, None);
+                        response
+                    }
+                    // It asked to accept, then gave up waiting: upgrade and close at once.
+                    Ok(Decision::Accept(accept)) => {
+                        let connection = Upgraded { config, shutdown, uri };
+                        respond_upgrade(upgrade, accept, &config, move |socket| {
+                            connection.run(socket, None, std::future::ready(outcome))
+                        })
+                    }
+                    Err(_) => outcome.before_accept(&uri),
+                };
+            }
+        };
+
+        match decision {
+            Some(Decision::Accept(accept)) => {
+                let connection = Upgraded {
+                    config,
+                    shutdown,
+                    uri,
+                };
+                respond_upgrade(upgrade, accept, &config, move |socket| {
+                    connection.run(socket, Some(socket_tx), handler.map(Outcome::new))
+                })
+            }
+            Some(Decision::Reject(response)) => {
+                // The client gets its answer now; the handler may still run (to log, say).
+                tokio::spawn(async move { Outcome::new(handler.await).log(&uri, None) });
+                response
+            }
+            None => Outcome::new(handler.await).before_accept(&uri),
+        }
+    }
+}
+
+/// What an accepted connection runs with.
+struct Upgraded {
+    config: Config,
+    shutdown: Option<Shutdown>,
+    uri: Uri,
+}
+
+impl Upgraded {
+    /// Runs the handler's remaining future (`handler`) and the connection's driver in the
+    /// upgrade task, until both are done. `socket`: where the handler waits for its connection
+    /// (`None` when it already ended).
+    async fn run<H>(
+        self,
+        socket: ws::WebSocket,
+        handler_socket: Option<oneshot::Sender<Sender>>,
+        handler: H,
+    ) where
+        H: Future<Output = Outcome>,
+    {
+        let shared = Shared::new(&self.config);
+        let _registration = self
+            .shutdown
+            .as_ref()
+            .map(|shutdown| shutdown.register(&shared));
+        let driver = Driver::new(socket, Arc::clone(&shared), &self.config);
+        let delivered = handler_socket.is_some_and(|handler_socket| {
+            handler_socket
+                .send(Sender::new(Arc::clone(&shared)))
+                .is_ok()
+        });
+        if !delivered {
+            // The handler ended, or dropped its socket while accepting: nobody holds it.
+            shared.release_socket();
+        }
+        drop(shared);
+        connection::run(handler, driver, self.uri).await;
+    }
+}
+
+fn respond_upgrade<C, Fut>(
+    upgrade: WebSocketUpgrade,
+    accept: Accept,
+    config: &Config,
+    callback: C,
+) -> Response
+where
+    C: FnOnce(ws::WebSocket) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (subprotocol, headers) = accept.into_parts();
+    let mut upgrade = upgrade
+        .read_buffer_size(config.read_buffer_size)
+        .write_buffer_size(config.write_buffer_size)
+        .max_write_buffer_size(config.max_write_buffer_size)
+        .max_message_size(config.max_message_size)
+        .max_frame_size(config.max_frame_size)
+        .on_failed_upgrade(|error| {
+            tracing::debug!(%error, "WebSocket upgrade failed after the handshake was accepted");
+        });
+    if let Some(value) = subprotocol.and_then(|protocol| HeaderValue::try_from(protocol).ok()) {
+        upgrade.set_selected_protocol(value);
+    }
+    let mut response = upgrade.on_upgrade(callback);
+    response.headers_mut().extend(headers);
+    response
+}
+
+/// `503 Service Unavailable`, for a handshake that arrives during shutdown.
+fn shutting_down() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the server is shutting down: reconnect to another instance or later",
+    )
+        .into_response()
+}

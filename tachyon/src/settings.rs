@@ -1,0 +1,285 @@
+//! [`Settings`]: buffers, limits, queue bounds, keepalive and timeouts of WebSocket connections,
+//! set per app, per router and per handler; the most specific setting wins.
+//!
+//! A `Settings` only holds what was set on it. Levels are merged from the outside in: the app's
+//! settings, then each router's, then the handler's attribute options, then the defaults for
+//! whatever is still unset. As a tower layer it does the same for plain axum routers.
+
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::http::Request;
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// The default of [`Settings::read_buffer_size`]: 4 KiB.
+pub const DEFAULT_READ_BUFFER_SIZE: usize = 4 * 1024;
+/// The default of [`Settings::write_buffer_size`]: 8 KiB.
+pub const DEFAULT_WRITE_BUFFER_SIZE: usize = 8 * 1024;
+/// The default of [`Settings::max_message_size`]: 1 MiB (the Python `websockets` library's).
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1024 * 1024;
+/// The default of [`Settings::queue_messages`]: 1,024 messages.
+pub const DEFAULT_QUEUE_MESSAGES: usize = 1024;
+/// The default of [`Settings::queue_bytes`]: 1 MiB.
+pub const DEFAULT_QUEUE_BYTES: usize = 1024 * 1024;
+/// The default of [`Settings::close_timeout`]: 5 s.
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The default of [`Settings::keepalive_interval`]: 20 s.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+/// The default of [`Settings::keepalive_timeout`]: 20 s.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How WebSocket connections are run: buffers, limits, the outbound queue, keepalive and timeouts.
+///
+/// Set it on the app ([`Tachyon::settings`](crate::Tachyon::settings)), on a router
+/// ([`Router::settings`](crate::Router::settings)) or on one handler through the attribute
+/// (`#[websocket("/upload", max_message_size = 16 * 1024 * 1024)]`, any method below as a key).
+/// The most specific level wins, setting by setting; what no level sets takes its default.
+///
+/// ```
+/// use std::time::Duration;
+/// use tachyon::Settings;
+///
+/// let settings = Settings::new()
+///     .max_message_size(4 * 1024 * 1024)
+///     .keepalive_interval(Duration::from_secs(30))
+///     .idle_timeout(Duration::from_secs(300));
+/// ```
+///
+/// In a plain axum app, `Settings` is a tower layer: `router.layer(Settings::new()...)`, on a
+/// router or on one route; inner layers override outer ones.
+///
+/// | setting | default | what it bounds |
+/// |---|---|---|
+/// | [`read_buffer_size`](Self::read_buffer_size) | 4 KiB | bytes read from the socket per read |
+/// | [`write_buffer_size`](Self::write_buffer_size) | 8 KiB | bytes buffered before a write |
+/// | [`max_write_buffer_size`](Self::max_write_buffer_size) | unlimited | the write buffer (the queue bounds it already) |
+/// | [`max_message_size`](Self::max_message_size) | 1 MiB | an incoming message (over it: close 1009) |
+/// | [`max_frame_size`](Self::max_frame_size) | the message size | an incoming frame |
+/// | [`queue_messages`](Self::queue_messages) | 1,024 | messages waiting to be sent |
+/// | [`queue_bytes`](Self::queue_bytes) | 1 MiB | bytes waiting to be sent |
+/// | [`close_timeout`](Self::close_timeout) | 5 s | the wait for the client's close reply |
+/// | [`keepalive_interval`](Self::keepalive_interval) | 20 s | silence before a ping |
+/// | [`keepalive_timeout`](Self::keepalive_timeout) | 20 s | the wait for the pong (then close 1011) |
+/// | [`idle_timeout`](Self::idle_timeout) | off | time without a data message (then close 1001) |
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[must_use]
+pub struct Settings {
+    read_buffer_size: Option<usize>,
+    write_buffer_size: Option<usize>,
+    max_write_buffer_size: Option<usize>,
+    max_message_size: Option<usize>,
+    max_frame_size: Option<usize>,
+    queue_messages: Option<usize>,
+    queue_bytes: Option<usize>,
+    close_timeout: Option<Duration>,
+    keepalive_interval: Option<Option<Duration>>,
+    keepalive_timeout: Option<Duration>,
+    idle_timeout: Option<Option<Duration>>,
+}
+
+impl Settings {
+    /// Settings that set nothing: every value comes from a wider level or the defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The read buffer: how many bytes are read from the socket at a time. It is allocated
+    /// for each connection, so it is most of what an idle connection costs. Default 4 KiB.
+    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
+        self.read_buffer_size = Some(bytes);
+        self
+    }
+
+    /// How many outgoing bytes are buffered before they are written. Messages queued together
+    /// are written together anyway. Default 8 KiB.
+    pub fn write_buffer_size(mut self, bytes: usize) -> Self {
+        self.write_buffer_size = Some(bytes);
+        self
+    }
+
+    /// The most the write buffer may hold; keep it above `write_buffer_size` plus one message.
+    /// Default unlimited: the outbound queue ([`queue_bytes`](Self::queue_bytes)) bounds what
+    /// reaches it.
+    pub fn max_write_buffer_size(mut self, bytes: usize) -> Self {
+        self.max_write_buffer_size = Some(bytes);
+        self
+    }
+
+    /// The largest message a client may send. A larger one closes the connection with 1009
+    /// (Message Too Big), and the handler's next `receive` returns that disconnect.
+    /// Default 1 MiB.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = Some(bytes);
+        self
+    }
+
+    /// The largest frame a client may send. Default: the message size limit.
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.max_frame_size = Some(bytes);
+        self
+    }
+
+    /// How many messages may wait in a connection's outbound queue. When it is full, `send_*`
+    /// waits and `try_send_*` returns the message. Default 1,024.
+    pub fn queue_messages(mut self, messages: usize) -> Self {
+        self.queue_messages = Some(messages);
+        self
+    }
+
+    /// How many bytes of messages may wait in a connection's outbound queue (a single message
+    /// larger than this is let through when the queue is empty). Default 1 MiB.
+    pub fn queue_bytes(mut self, bytes: usize) -> Self {
+        self.queue_bytes = Some(bytes);
+        self
+    }
+
+    /// How long the server waits, after sending its close frame, for the queued messages to
+    /// leave and the client's close reply to come, before dropping the connection. Default 5 s.
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = Some(timeout);
+        self
+    }
+
+    /// How long a connection may be silent before the server pings it; `None` turns
+    /// keepalive off. Default 20 s.
+    pub fn keepalive_interval(mut self, interval: impl Into<Option<Duration>>) -> Self {
+        self.keepalive_interval = Some(interval.into());
+        self
+    }
+
+    /// How long the server waits for anything (normally the pong) after a ping before closing
+    /// with 1011. Default 20 s.
+    pub fn keepalive_timeout(mut self, timeout: Duration) -> Self {
+        self.keepalive_timeout = Some(timeout);
+        self
+    }
+
+    /// Closes a connection whose client sent no data message for this long, with 1001 (Going
+    /// Away); `None` (the default) turns it off. Pings and pongs do not count as activity.
+    pub fn idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.idle_timeout = Some(timeout.into());
+        self
+    }
+
+    /// These settings, with every value that `inner` sets replaced by `inner`'s.
+    pub fn merge(self, inner: &Self) -> Self {
+        Self {
+            read_buffer_size: inner.read_buffer_size.or(self.read_buffer_size),
+            write_buffer_size: inner.write_buffer_size.or(self.write_buffer_size),
+            max_write_buffer_size: inner.max_write_buffer_size.or(self.max_write_buffer_size),
+            max_message_size: inner.max_message_size.or(self.max_message_size),
+            max_frame_size: inner.max_frame_size.or(self.max_frame_size),
+            queue_messages: inner.queue_messages.or(self.queue_messages),
+            queue_bytes: inner.queue_bytes.or(self.queue_bytes),
+            close_timeout: inner.close_timeout.or(self.close_timeout),
+            keepalive_interval: inner.keepalive_interval.or(self.keepalive_interval),
+            keepalive_timeout: inner.keepalive_timeout.or(self.keepalive_timeout),
+            idle_timeout: inner.idle_timeout.or(self.idle_timeout),
+        }
+    }
+
+    /// The values in force: these settings, and the defaults for what they leave unset.
+    pub(crate) fn resolve(&self) -> Config {
+        let max_message_size = self.max_message_size.unwrap_or(DEFAULT_MAX_MESSAGE_SIZE);
+        Config {
+            read_buffer_size: self.read_buffer_size.unwrap_or(DEFAULT_READ_BUFFER_SIZE),
+            write_buffer_size: self.write_buffer_size.unwrap_or(DEFAULT_WRITE_BUFFER_SIZE),
+            max_write_buffer_size: self.max_write_buffer_size.unwrap_or(usize::MAX),
+            max_message_size,
+            max_frame_size: self.max_frame_size.unwrap_or(max_message_size),
+            queue_messages: self.queue_messages.unwrap_or(DEFAULT_QUEUE_MESSAGES).max(1),
+            queue_bytes: self.queue_bytes.unwrap_or(DEFAULT_QUEUE_BYTES),
+            close_timeout: self.close_timeout.unwrap_or(DEFAULT_CLOSE_TIMEOUT),
+            keepalive_interval: self
+                .keepalive_interval
+                .unwrap_or(Some(DEFAULT_KEEPALIVE_INTERVAL)),
+            keepalive_timeout: self.keepalive_timeout.unwrap_or(DEFAULT_KEEPALIVE_TIMEOUT),
+            idle_timeout: self.idle_timeout.unwrap_or(None),
+        }
+    }
+}
+
+/// Settings with every value decided, as one connection runs with them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Config {
+    pub(crate) read_buffer_size: usize,
+    pub(crate) write_buffer_size: usize,
+    pub(crate) max_write_buffer_size: usize,
+    pub(crate) max_message_size: usize,
+    pub(crate) max_frame_size: usize,
+    pub(crate) queue_messages: usize,
+    pub(crate) queue_bytes: usize,
+    pub(crate) close_timeout: Duration,
+    pub(crate) keepalive_interval: Option<Duration>,
+    pub(crate) keepalive_timeout: Duration,
+    pub(crate) idle_timeout: Option<Duration>,
+}
+
+impl<S> Layer<S> for Settings {
+    type Service = SettingsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SettingsService {
+            inner,
+            settings: self.clone(),
+        }
+    }
+}
+
+/// The service of the [`Settings`] layer: it merges its settings over those of the layers
+/// outside it, in the request's extensions, where the WebSocket routes read them.
+#[derive(Debug, Clone)]
+pub struct SettingsService<S> {
+    inner: S,
+    settings: Settings,
+}
+
+impl<S, B> Service<Request<B>> for SettingsService<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let merged = match request.extensions().get::<Settings>() {
+            Some(outer) => outer.clone().merge(&self.settings),
+            None => self.settings.clone(),
+        };
+        request.extensions_mut().insert(merged);
+        self.inner.call(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_inner_level_wins_setting_by_setting() {
+        let app = Settings::new()
+            .max_message_size(10)
+            .keepalive_interval(None);
+        let route = Settings::new().max_message_size(20);
+        let config = app.merge(&route).resolve();
+        assert_eq!(config.max_message_size, 20);
+        assert_eq!(config.keepalive_interval, None);
+        assert_eq!(config.max_frame_size, 20, "frames follow the message limit");
+        assert_eq!(config.queue_messages, DEFAULT_QUEUE_MESSAGES);
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let config = Settings::new().resolve();
+        assert_eq!(config.read_buffer_size, 4096);
+        assert_eq!(config.max_message_size, 1 << 20);
+        assert_eq!(config.keepalive_interval, Some(Duration::from_secs(20)));
+        assert_eq!(config.idle_timeout, None);
+    }
+}
