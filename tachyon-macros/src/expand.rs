@@ -89,6 +89,17 @@ pub(crate) fn expand(attribute: &Attribute, function: ItemFn) -> syn::Result<Tok
     };
 
     let connection = format_ident!("__tachyon_connection");
+    // The handler's own settings, over those of the app and its routers. Each call is spanned
+    // at its key, so a value of the wrong type is reported there.
+    let settings = if attribute.settings.is_empty() {
+        quote!()
+    } else {
+        let calls = attribute
+            .settings
+            .iter()
+            .map(|(key, value)| quote_spanned!(key.span()=> .#key(#value)));
+        quote!(.settings(&#private::Settings::new() #(#calls)*))
+    };
     let mut extractions = Vec::new();
     let mut call = Vec::new();
     for ((argument, value), ty) in handler.arguments.iter().zip(&values).zip(&types) {
@@ -194,7 +205,7 @@ pub(crate) fn expand(attribute: &Attribute, function: ItemFn) -> syn::Result<Tok
                      __tachyon_request: #axum::extract::Request| async move {
                         let #mutability #connection =
                             match #private::Connection::start(__tachyon_request, &__tachyon_state).await {
-                                ::core::result::Result::Ok(connection) => connection,
+                                ::core::result::Result::Ok(connection) => connection #settings,
                                 ::core::result::Result::Err(response) => return response,
                             };
                         #(#extractions)*

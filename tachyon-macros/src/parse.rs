@@ -6,15 +6,57 @@ use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
 use syn::{
-    FnArg, GenericArgument, ItemFn, LitStr, Pat, PathArguments, ReturnType, Signature, Token, Type,
+    Expr, FnArg, GenericArgument, Ident, ItemFn, LitStr, Pat, PathArguments, ReturnType, Signature,
+    Token, Type,
 };
 
 use crate::path::{self, Template};
 
-/// `#[websocket("/path", crate = "path::to::tachyon")]`.
+/// The settings the attribute takes as options: each is a method of `tachyon::Settings`, and
+/// the value is passed to it as written, so the compiler checks its type at the value.
+macro_rules! settings {
+    ($($key:ident),* $(,)?) => {
+        mod kw {
+            $(syn::custom_keyword!($key);)*
+        }
+
+        /// Parses a setting's key if one comes next.
+        fn parse_setting_key(
+            lookahead: &syn::parse::Lookahead1<'_>,
+            input: ParseStream<'_>,
+        ) -> syn::Result<Option<Ident>> {
+            $(
+                if lookahead.peek(kw::$key) {
+                    let key: kw::$key = input.parse()?;
+                    return Ok(Some(Ident::new(stringify!($key), key.span)));
+                }
+            )*
+            Ok(None)
+        }
+    };
+}
+
+settings!(
+    read_buffer_size,
+    write_buffer_size,
+    max_write_buffer_size,
+    max_message_size,
+    max_frame_size,
+    queue_messages,
+    queue_bytes,
+    close_timeout,
+    keepalive_interval,
+    keepalive_timeout,
+    idle_timeout,
+);
+
+/// `#[websocket("/path", crate = "path::to::tachyon", max_message_size = 1 << 24, ...)]`.
 pub(crate) struct Attribute {
     pub(crate) path: LitStr,
     pub(crate) krate: Option<syn::Path>,
+    /// Settings for this handler, in the order written: the key (a `Settings` method) and its
+    /// value.
+    pub(crate) settings: Vec<(Ident, Expr)>,
 }
 
 impl Parse for Attribute {
@@ -30,27 +72,67 @@ impl Parse for Attribute {
                 "expected the route's path as a string: #[websocket(\"/ws\")]",
             )
         })?;
-        let mut krate = None;
+        let mut krate: Option<syn::Path> = None;
+        let mut settings: Vec<(Ident, Expr)> = Vec::new();
         while !input.is_empty() {
             input.parse::<Token![,]>()?;
             if input.is_empty() {
                 break;
             }
-            let key: syn::Ident = input.call(syn::ext::IdentExt::parse_any)?;
-            if key != "crate" {
-                return Err(syn::Error::new(
-                    key.span(),
-                    format!(
-                        "unknown option `{key}`: the only option is `crate = \"path::to::tachyon\"`"
-                    ),
-                ));
+            let lookahead = input.lookahead1();
+            if lookahead.peek(Token![crate]) {
+                let key: Token![crate] = input.parse()?;
+                if krate.is_some() {
+                    return Err(syn::Error::new(key.span, "`crate` set multiple times"));
+                }
+                input.parse::<Token![=]>()?;
+                let value: LitStr = input.parse()?;
+                krate = Some(value.parse()?);
+            } else if let Some(key) = parse_setting_key(&lookahead, input)? {
+                if settings.iter().any(|(existing, _)| *existing == key) {
+                    return Err(syn::Error::new(
+                        key.span(),
+                        format!("`{key}` set multiple times"),
+                    ));
+                }
+                input.parse::<Token![=]>()?;
+                settings.push((key, input.parse()?));
+            } else {
+                return Err(lookahead.error());
             }
-            input.parse::<Token![=]>()?;
-            let value: LitStr = input.parse()?;
-            krate = Some(value.parse()?);
         }
-        Ok(Self { path, krate })
+        Ok(Self {
+            path,
+            krate,
+            settings,
+        })
     }
+}
+
+/// An error about the bytes `at` of the path literal: spanned at them where the compiler can
+/// point inside a literal (nightly), and otherwise at the literal, with a caret line under them.
+fn path_error(path: &LitStr, error: &path::PathError) -> syn::Error {
+    let token = path.token();
+    let source = token.to_string();
+    // `at` counts bytes of the value; in the source they follow the opening quote (and the `r#`
+    // of a raw string). A literal with escapes has no simple mapping: point at all of it.
+    let prefix = source.find('"').map_or(0, |quote| quote + 1);
+    let value = path.value();
+    let mapped = source.get(prefix..prefix + value.len()) == Some(value.as_str());
+    if mapped {
+        if let Some(span) = token.subspan(prefix + error.at.start..prefix + error.at.end) {
+            return syn::Error::new(span, &error.message);
+        }
+    }
+    let caret_from = value[..error.at.start].chars().count();
+    let carets = value[error.at.clone()].chars().count().max(1);
+    let message = format!(
+        "{}\n  \"{value}\"\n   {}{}",
+        error.message,
+        " ".repeat(caret_from),
+        "^".repeat(carets)
+    );
+    syn::Error::new(path.span(), message)
 }
 
 /// What a handler argument is.
@@ -81,8 +163,8 @@ impl Handler {
         let mut errors = Errors::default();
         let template = match path::parse(&attribute.path.value()) {
             Ok(template) => Some(template),
-            Err(message) => {
-                errors.push(attribute.path.span(), message);
+            Err(error) => {
+                errors.add(path_error(&attribute.path, &error));
                 None
             }
         };

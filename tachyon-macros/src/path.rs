@@ -1,5 +1,8 @@
 //! The route template: `"/ws/{room_id}"` (axum) or `"/ws/<room_id>"` (Python), checked and
-//! turned into axum's syntax. Plain strings in and out, no syn types.
+//! turned into axum's syntax. Plain strings in and out, no syn types: an error says where in
+//! the string it is, as a byte range.
+
+use std::ops::Range;
 
 /// A checked route template.
 #[derive(Debug, PartialEq, Eq)]
@@ -10,39 +13,77 @@ pub(crate) struct Template {
     pub(crate) params: Vec<String>,
 }
 
+/// A mistake in a path: what is wrong, and the bytes of the path it is about.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct PathError {
+    pub(crate) message: String,
+    pub(crate) at: Range<usize>,
+}
+
+impl PathError {
+    fn new(message: String, at: Range<usize>) -> Self {
+        Self { message, at }
+    }
+}
+
+impl std::fmt::Display for PathError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Checks `path` and converts it to axum's syntax.
-pub(crate) fn parse(path: &str) -> Result<Template, String> {
+pub(crate) fn parse(path: &str) -> Result<Template, PathError> {
     if !path.starts_with('/') {
-        return Err(format!(
-            "a WebSocket path must start with `/`: write \"/{}\"",
-            path.trim_start_matches('/')
+        let first = path.chars().next().map_or(0, char::len_utf8);
+        return Err(PathError::new(
+            format!(
+                "a WebSocket path must start with `/`: write \"/{}\"",
+                path.trim_start_matches('/')
+            ),
+            0..first,
         ));
     }
     let segments: Vec<&str> = path[1..].split('/').collect();
     let mut axum_path = String::with_capacity(path.len());
     let mut params: Vec<String> = Vec::new();
+    let mut start = 1;
     for (index, segment) in segments.iter().enumerate() {
+        let at = start..start + segment.len();
+        start = at.end + 1;
         let last = index + 1 == segments.len();
         axum_path.push('/');
         if segment.is_empty() {
             if last {
                 continue; // a trailing slash is part of the route, as in axum
             }
-            return Err(format!("empty segment (`//`) in path \"{path}\""));
+            return Err(PathError::new(
+                format!("empty segment (`//`) in path \"{path}\""),
+                at.start - 1..at.start + 1,
+            ));
         }
-        let param = parse_segment(segment)?;
+        let param = parse_segment(segment).map_err(|(message, within)| {
+            PathError::new(message, at.start + within.start..at.start + within.end)
+        })?;
         match param {
             None => axum_path.push_str(segment),
             Some(Param { name, catch_all }) => {
                 if catch_all && !last {
-                    return Err(format!(
-                        "the catch-all parameter `{{*{name}}}` must be the last segment of the path"
+                    return Err(PathError::new(
+                        format!(
+                            "the catch-all parameter `{{*{name}}}` must be the last segment of the \
+                             path"
+                        ),
+                        at,
                     ));
                 }
                 if params.iter().any(|existing| existing == name) {
-                    return Err(format!(
-                        "path parameter `{name}` appears twice in \"{path}\": give each parameter \
-                         its own name"
+                    return Err(PathError::new(
+                        format!(
+                            "path parameter `{name}` appears twice in \"{path}\": give each \
+                             parameter its own name"
+                        ),
+                        at,
                     ));
                 }
                 axum_path.push('{');
@@ -63,35 +104,51 @@ struct Param<'a> {
     catch_all: bool,
 }
 
+/// A mistake in a segment, and the bytes of the segment it is about.
+type SegmentError = (String, Range<usize>);
+
 /// A segment is a literal, or a whole `{name}` / `{*name}` / `<name>` parameter.
-fn parse_segment(segment: &str) -> Result<Option<Param<'_>>, String> {
+fn parse_segment(segment: &str) -> Result<Option<Param<'_>>, SegmentError> {
+    let whole = 0..segment.len();
     if let Some(name) = segment.strip_prefix(':') {
-        return Err(format!(
-            "`{segment}` is the path syntax of axum 0.7 and earlier; axum 0.8 writes parameters \
-             as `{{{name}}}`"
+        return Err((
+            format!(
+                "`{segment}` is the path syntax of axum 0.7 and earlier; axum 0.8 writes \
+                 parameters as `{{{name}}}`"
+            ),
+            whole,
         ));
     }
     if let Some(name) = segment.strip_prefix('*') {
-        return Err(format!(
-            "`{segment}` is the path syntax of axum 0.7 and earlier; write a catch-all \
-             parameter as `{{*{name}}}`"
+        return Err((
+            format!(
+                "`{segment}` is the path syntax of axum 0.7 and earlier; write a catch-all \
+                 parameter as `{{*{name}}}`"
+            ),
+            whole,
         ));
     }
     let inner = if let Some(rest) = segment.strip_prefix('{') {
         match rest.strip_suffix('}') {
             Some(inner) => inner,
-            None => return Err(unbalanced(segment, '{', '}')),
+            None => return Err((unbalanced(segment, '{', '}'), 0..1)),
         }
     } else if let Some(rest) = segment.strip_prefix('<') {
         match rest.strip_suffix('>') {
             Some(inner) => inner,
-            None => return Err(unbalanced(segment, '<', '>')),
+            None => return Err((unbalanced(segment, '<', '>'), 0..1)),
         }
     } else {
-        if let Some(bracket) = segment.chars().find(|c| matches!(c, '{' | '}' | '<' | '>')) {
-            return Err(format!(
-                "unexpected `{bracket}` in path segment `{segment}`: a parameter must be a whole \
-                 segment, like `/{{name}}`"
+        if let Some((at, bracket)) = segment
+            .char_indices()
+            .find(|(_, c)| matches!(c, '{' | '}' | '<' | '>'))
+        {
+            return Err((
+                format!(
+                    "unexpected `{bracket}` in path segment `{segment}`: a parameter must be a \
+                     whole segment, like `/{{name}}`"
+                ),
+                at..at + 1,
             ));
         }
         return Ok(None);
@@ -101,14 +158,20 @@ fn parse_segment(segment: &str) -> Result<Option<Param<'_>>, String> {
         None => (inner, false),
     };
     if name.is_empty() {
-        return Err(format!(
-            "path segment `{segment}` has a parameter without a name"
+        return Err((
+            format!("path segment `{segment}` has a parameter without a name"),
+            whole,
         ));
     }
-    if !is_identifier(name) {
-        return Err(format!(
-            "path parameter `{name}` must be a Rust identifier, to match an argument of the \
-             handler by name"
+    if let Some(bad) = first_non_identifier(name) {
+        let offset = segment.len() - 1 - name.len();
+        let width = name[bad..].chars().next().map_or(1, char::len_utf8);
+        return Err((
+            format!(
+                "path parameter `{name}` must be a Rust identifier, to match an argument of the \
+                 handler by name"
+            ),
+            offset + bad..offset + bad + width,
         ));
     }
     Ok(Some(Param { name, catch_all }))
@@ -121,13 +184,15 @@ fn unbalanced(segment: &str, open: char, close: char) -> String {
     )
 }
 
-fn is_identifier(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|first| first == '_' || first.is_ascii_alphabetic())
-        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
-        && name != "_"
+/// Where `name` stops being a Rust identifier, if it does.
+fn first_non_identifier(name: &str) -> Option<usize> {
+    if name == "_" {
+        return Some(0);
+    }
+    name.char_indices().find_map(|(at, c)| {
+        let ok = c == '_' || c.is_ascii_alphabetic() || (at > 0 && c.is_ascii_digit());
+        (!ok).then_some(at)
+    })
 }
 
 #[cfg(test)]
@@ -140,7 +205,26 @@ mod tests {
     }
 
     fn err(path: &str) -> String {
-        parse(path).expect_err(path)
+        parse(path).expect_err(path).message
+    }
+
+    /// The part of `path` an error points at.
+    fn at(path: &str) -> &str {
+        &path[parse(path).expect_err(path).at]
+    }
+
+    #[test]
+    fn errors_point_at_the_wrong_characters() {
+        assert_eq!(at("ws"), "w");
+        assert_eq!(at("/ws//x"), "//");
+        assert_eq!(at("/ws/:id"), ":id");
+        assert_eq!(at("/ws/{id"), "{");
+        assert_eq!(at("/ws/x{id}"), "{");
+        assert_eq!(at("/ws/{room-id}"), "-");
+        assert_eq!(at("/ws/<1st>"), "1");
+        assert_eq!(at("/ws/{*rest}/x"), "{*rest}");
+        assert_eq!(at("/ws/{id}/{id}"), "{id}");
+        assert_eq!(at("/é/{a-b}"), "-");
     }
 
     #[test]

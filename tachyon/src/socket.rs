@@ -62,6 +62,8 @@ enum State {
         decision: oneshot::Sender<Decision>,
         socket: oneshot::Receiver<Sender>,
     },
+    /// Accepted: waiting for the upgrade to complete.
+    Accepting(oneshot::Receiver<Sender>),
     Open(Sender),
     /// The handler rejected the handshake (`deny`, or `close` before `accept`).
     Rejected,
@@ -117,16 +119,16 @@ impl WebSocket {
     /// undecided) if the client did not offer the chosen subprotocol.
     pub async fn accept_with(&mut self, accept: Accept) -> Result<()> {
         const OPERATION: &str = "accept the handshake";
-        let socket = match mem::replace(&mut self.state, State::Rejected) {
+        match mem::replace(&mut self.state, State::Rejected) {
             State::Pending { decision, socket } => {
                 let chosen = accept.chosen_subprotocol().map(str::to_owned);
-                if let Some(chosen) = accept.chosen_subprotocol() {
+                if let Some(chosen) = &chosen {
                     if !self
                         .requested_subprotocols()
                         .any(|offered| offered == chosen)
                     {
                         let offered = self.requested_subprotocols().map(str::to_owned).collect();
-                        let chosen = chosen.to_owned();
+                        let chosen = chosen.clone();
                         self.state = State::Pending { decision, socket };
                         return Err(Error::SubprotocolNotOffered { chosen, offered });
                     }
@@ -139,15 +141,16 @@ impl WebSocket {
                     });
                 }
                 self.subprotocol = chosen;
-                socket
+                self.state = State::Accepting(socket);
             }
+            // A previous `accept` was dropped while waiting for the upgrade: wait on.
+            State::Accepting(socket) => self.state = State::Accepting(socket),
             other => return Err(self.restore_and_refuse(other, OPERATION)),
+        }
+        let State::Accepting(socket) = &mut self.state else {
+            return Err(refusal(&self.state, OPERATION));
         };
-        // Until the upgrade completes there is no connection: if this future is dropped
-        // half-way, the socket stays in this state (and the connection closes normally).
-        self.state = State::Disconnected(WebSocketDisconnect::lost(
-            "the WebSocket upgrade was abandoned (the `accept` future was dropped)",
-        ));
+        // Cancel-safe: if this future is dropped here, the state stays `Accepting`.
         match socket.await {
             Ok(sender) => {
                 self.state = State::Open(sender);
@@ -193,6 +196,10 @@ impl WebSocket {
                 // If the request was already answered there is nobody left to tell.
                 let _ = decision.send(Decision::Reject(response));
                 Ok(())
+            }
+            State::Accepting(socket) => {
+                self.state = State::Accepting(socket);
+                Err(Error::AlreadyAccepted { operation })
             }
             other => Err(self.restore_and_refuse(other, operation)),
         }
@@ -373,6 +380,10 @@ impl WebSocket {
     {
         const OPERATION: &str = "close the WebSocket";
         let code = code.try_into()?;
+        if matches!(self.state, State::Accepting(_)) {
+            // An `accept` was dropped half-way: finish it, then close the connection.
+            self.accept().await?;
+        }
         match mem::replace(&mut self.state, State::Rejected) {
             State::Pending { decision, socket } => {
                 self.state = State::Pending { decision, socket };
@@ -419,7 +430,7 @@ impl WebSocket {
 /// Why `state` does not allow `operation`.
 fn refusal(state: &State, operation: &'static str) -> Error {
     match state {
-        State::Pending { .. } => Error::NotAccepted { operation },
+        State::Pending { .. } | State::Accepting(_) => Error::NotAccepted { operation },
         State::Open(_) => Error::AlreadyAccepted { operation },
         State::Rejected => Error::Rejected { operation },
         State::Closing(_) => Error::Closed { operation },
