@@ -1,0 +1,10 @@
+use tachyon::{websocket, WebSocket};
+
+#[websocket("/upload", max_message_size = 1024, max_message_size = 2048)]
+async fn upload(mut ws: WebSocket) -> tachyon::Result<()> {
+    ws.accept().await
+}
+
+fn main() {
+    let _ = upload::PATH;
+}
