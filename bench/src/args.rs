@@ -1,0 +1,100 @@
+//! The command line: a hand-written parser for a handful of flags, and the usage text.
+
+use crate::scenario::Scenario;
+use crate::server::ServerKind;
+
+pub(crate) const USAGE: &str = "\
+usage: tachyon-bench [--quick] [--rounds N] [--only SCENARIO] [--csv]
+       tachyon-bench --url ws://127.0.0.1:PORT/PATH [--pid PID] [--quick] [--rounds N] [--only SCENARIO] [--csv]
+
+Measures Tachyon against raw axum (each served by a child process of this binary) and prints the
+median of each server over the rounds and their ratio. With --url, measures that one server
+instead (idle-memory only with --pid, the server's process id, to read its memory).
+
+  --quick          short runs (the whole comparison takes well under a minute)
+  --rounds N       rounds per scenario, at least 3 (default 3)
+  --only SCENARIO  one of: echo-32, echo-16k, latency, connect, idle-memory
+  --csv            comma-separated output instead of a table";
+
+/// What the binary was asked to do.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Measure and report.
+    Bench(Options),
+    /// Serve one of the servers under test (the hidden subcommand the harness starts itself with).
+    Serve(ServerKind),
+    /// Print the usage text.
+    Help,
+}
+
+#[derive(Debug)]
+pub(crate) struct Options {
+    pub(crate) quick: bool,
+    pub(crate) rounds: usize,
+    pub(crate) only: Option<Scenario>,
+    pub(crate) url: Option<String>,
+    pub(crate) pid: Option<u32>,
+    pub(crate) csv: bool,
+}
+
+/// Parses the arguments after the program name.
+pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
+    let mut args = args.into_iter();
+    let mut options = Options {
+        quick: false,
+        rounds: 3,
+        only: None,
+        url: None,
+        pid: None,
+        csv: false,
+    };
+    let mut first = true;
+    while let Some(arg) = args.next() {
+        if first && arg == "serve" {
+            let kind = args.next().ok_or("serve: which server? raw or tachyon")?;
+            return ServerKind::parse(&kind)
+                .map(Command::Serve)
+                .ok_or_else(|| format!("serve: unknown server `{kind}` (raw or tachyon)"));
+        }
+        first = false;
+        let mut value = |flag: &str| args.next().ok_or(format!("{flag} needs a value"));
+        match arg.as_str() {
+            "--quick" => options.quick = true,
+            "--csv" => options.csv = true,
+            "--rounds" => {
+                let rounds = value("--rounds")?;
+                options.rounds = match rounds.parse() {
+                    Ok(rounds) if rounds >= 3 => rounds,
+                    _ => {
+                        return Err(format!(
+                            "--rounds: `{rounds}` is not a number of at least 3"
+                        ));
+                    }
+                };
+            }
+            "--only" => {
+                let name = value("--only")?;
+                let scenario = Scenario::parse(&name)
+                    .ok_or_else(|| format!("--only: unknown scenario `{name}`"))?;
+                options.only = Some(scenario);
+            }
+            "--url" => {
+                let url = value("--url")?;
+                if !url.starts_with("ws://127.0.0.1:") && !url.starts_with("ws://localhost:") {
+                    return Err(format!("--url: `{url}` is not a ws:// URL on this machine"));
+                }
+                options.url = Some(url);
+            }
+            "--pid" => {
+                let pid = value("--pid")?;
+                options.pid = Some(pid.parse().map_err(|_| format!("--pid: `{pid}`"))?);
+            }
+            "-h" | "--help" => return Ok(Command::Help),
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    if options.pid.is_some() && options.url.is_none() {
+        return Err("--pid goes with --url".to_owned());
+    }
+    Ok(Command::Bench(options))
+}

@@ -1,0 +1,372 @@
+//! The scenarios: what each one measures and its target, and one function per scenario that runs
+//! it once against one server.
+//!
+//! To add a scenario (the planned one is fan-out: a broadcast to a room of 10,000 members), add a
+//! variant to [`Scenario`], its name and metrics, and a function that returns one value per
+//! metric; the harness runs it for both servers and reports it like the others.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client;
+
+/// One measurement, as run once against one server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scenario {
+    /// Closed-loop echo throughput of small text messages over 100 connections.
+    Echo32,
+    /// Closed-loop echo throughput of 16 KiB binary messages over 10 connections.
+    Echo16k,
+    /// Round-trip time of one connection, one message at a time.
+    Latency,
+    /// New connections per second (handshake, one echo, close handshake).
+    Connect,
+    /// Server memory held per idle connection.
+    IdleMemory,
+}
+
+/// A number a scenario reports, and what it should be.
+#[derive(Debug)]
+pub(crate) struct Metric {
+    pub(crate) name: &'static str,
+    pub(crate) unit: &'static str,
+    pub(crate) decimals: usize,
+    pub(crate) goal: Goal,
+}
+
+/// A metric's target.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Goal {
+    /// tachyon / raw must be at least this.
+    RatioAtLeast(f64),
+    /// tachyon / raw must be at most this.
+    RatioAtMost(f64),
+    /// Tachyon's own value must be at most this.
+    AtMost(f64),
+    /// Reported only.
+    None,
+}
+
+impl Goal {
+    pub(crate) fn describe(self, unit: &str) -> String {
+        match self {
+            Self::RatioAtLeast(ratio) => format!(">= {ratio:.2}x"),
+            Self::RatioAtMost(ratio) => format!("<= {ratio:.2}x"),
+            Self::AtMost(value) => format!("<= {value} {unit}"),
+            Self::None => "-".to_owned(),
+        }
+    }
+
+    pub(crate) fn is_met(self, raw: f64, tachyon: f64) -> Option<bool> {
+        match self {
+            Self::RatioAtLeast(ratio) => Some(tachyon / raw >= ratio),
+            Self::RatioAtMost(ratio) => Some(tachyon / raw <= ratio),
+            Self::AtMost(value) => Some(tachyon <= value),
+            Self::None => None,
+        }
+    }
+}
+
+/// Durations and counts: full, or short enough for the whole `--quick` run to take under a minute.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub(crate) duration: Duration,
+    pub(crate) round_trips: usize,
+    pub(crate) idle_connections: usize,
+}
+
+impl Settings {
+    /// `open_files` is the file descriptor limit; idle connections stay well below it.
+    pub(crate) fn new(quick: bool, open_files: u64) -> Self {
+        let wanted: usize = if quick { 1_000 } else { 10_000 };
+        let allowed = usize::try_from(open_files.saturating_sub(256)).unwrap_or(usize::MAX);
+        Self {
+            duration: Duration::from_secs(if quick { 1 } else { 3 }),
+            round_trips: if quick { 2_000 } else { 10_000 },
+            idle_connections: wanted.min(allowed).max(1),
+        }
+    }
+}
+
+/// The server a scenario runs against.
+#[derive(Debug)]
+pub(crate) struct Endpoint {
+    pub(crate) url: String,
+    /// Its process, to read its memory.
+    pub(crate) pid: Option<u32>,
+}
+
+/// Round trips each connection makes before the clock starts.
+const WARM_UP_ECHOES: usize = 20;
+/// Connections opened and closed before the idle-memory baseline is read.
+const WARM_UP_CONNECTIONS: usize = 50;
+/// Idle connections opened at once: below the listen backlog of the servers (tokio's default,
+/// 128), whose overflow would cost one-second SYN retransmissions.
+const CONNECT_BATCH: usize = 100;
+/// A bound on any loop's count that a timed loop never reaches in practice.
+const MAX_ITERATIONS: u64 = 100_000_000;
+/// The longest the sequential parts (latency, opening idle connections) may take in all.
+const TIME_LIMIT: Duration = Duration::from_secs(120);
+
+impl Scenario {
+    pub(crate) const ALL: [Self; 5] = [
+        Self::Echo32,
+        Self::Echo16k,
+        Self::Latency,
+        Self::Connect,
+        Self::IdleMemory,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Echo32 => "echo-32",
+            Self::Echo16k => "echo-16k",
+            Self::Latency => "latency",
+            Self::Connect => "connect",
+            Self::IdleMemory => "idle-memory",
+        }
+    }
+
+    pub(crate) fn parse(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|scenario| scenario.name() == name)
+    }
+
+    /// What the scenario reports, in the order [`run`](Self::run) returns it.
+    pub(crate) fn metrics(self) -> &'static [Metric] {
+        const fn metric(
+            name: &'static str,
+            unit: &'static str,
+            decimals: usize,
+            goal: Goal,
+        ) -> Metric {
+            Metric {
+                name,
+                unit,
+                decimals,
+                goal,
+            }
+        }
+        match self {
+            Self::Echo32 => const { &[metric("echo-32", "msg/s", 0, Goal::RatioAtLeast(0.97))] },
+            Self::Echo16k => const { &[metric("echo-16k", "msg/s", 0, Goal::RatioAtLeast(0.97))] },
+            Self::Latency => {
+                const {
+                    &[
+                        metric("latency p50", "us", 1, Goal::RatioAtMost(1.05)),
+                        metric("latency p99", "us", 1, Goal::None),
+                    ]
+                }
+            }
+            Self::Connect => const { &[metric("connect", "conn/s", 0, Goal::RatioAtLeast(0.9))] },
+            Self::IdleMemory => {
+                const { &[metric("idle-memory", "KiB/conn", 2, Goal::AtMost(8.0))] }
+            }
+        }
+    }
+
+    /// Whether each run needs a server process of its own (its memory must start clean).
+    pub(crate) fn needs_fresh_server(self) -> bool {
+        matches!(self, Self::IdleMemory)
+    }
+
+    /// Runs the scenario once; returns one value per metric.
+    pub(crate) async fn run(
+        self,
+        endpoint: &Endpoint,
+        settings: &Settings,
+    ) -> io::Result<Vec<f64>> {
+        let url = endpoint.url.as_str();
+        let values = match self {
+            Self::Echo32 => {
+                let text = Message::text("x".repeat(32));
+                vec![echo_throughput(url, 100, text, settings.duration).await?]
+            }
+            Self::Echo16k => {
+                let bytes = Message::binary(vec![0xa5_u8; 16 * 1024]);
+                vec![echo_throughput(url, 10, bytes, settings.duration).await?]
+            }
+            Self::Latency => {
+                let (p50, p99) = latency(url, settings.round_trips).await?;
+                vec![p50, p99]
+            }
+            Self::Connect => vec![connect_rate(url, 16, settings.duration).await?],
+            Self::IdleMemory => {
+                let pid = endpoint
+                    .pid
+                    .ok_or_else(|| io::Error::other("idle-memory needs a pid"))?;
+                vec![idle_memory(url, pid, settings.idle_connections).await?]
+            }
+        };
+        Ok(values)
+    }
+}
+
+/// Waits for every task; returns their results, or the first error.
+async fn join_all<T: 'static>(mut tasks: JoinSet<io::Result<T>>) -> io::Result<Vec<T>> {
+    let mut results = Vec::with_capacity(tasks.len());
+    while let Some(joined) = tasks.join_next().await {
+        results.push(joined.map_err(io::Error::other)??);
+    }
+    Ok(results)
+}
+
+/// Messages per second: `connections` connections each echo `message` as fast as the server
+/// answers, one at a time, for `duration`.
+async fn echo_throughput(
+    url: &str,
+    connections: usize,
+    message: Message,
+    duration: Duration,
+) -> io::Result<f64> {
+    let mut sockets = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let mut socket = client::connect(url).await?;
+        for _ in 0..WARM_UP_ECHOES {
+            client::echo(&mut socket, &message).await?;
+        }
+        sockets.push(socket);
+    }
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = JoinSet::new();
+    for mut socket in sockets {
+        let message = message.clone();
+        tasks.spawn(async move {
+            let mut echoes = 0_u64;
+            while echoes < MAX_ITERATIONS && Instant::now() < deadline {
+                client::echo(&mut socket, &message).await?;
+                echoes += 1;
+            }
+            let end = Instant::now();
+            client::close(socket).await?;
+            Ok((echoes, end))
+        });
+    }
+    Ok(rate(start, join_all(tasks).await?))
+}
+
+/// The count of all workers over the time from `start` to the last worker's end.
+fn rate(start: Instant, counts: Vec<(u64, Instant)>) -> f64 {
+    let end = counts.iter().map(|&(_, end)| end).max().unwrap_or(start);
+    let total: u64 = counts.iter().map(|&(count, _)| count).sum();
+    total as f64 / (end - start).as_secs_f64()
+}
+
+/// The 50th and 99th percentile round trip, in microseconds, of `round_trips` echoes of a small
+/// message on one connection.
+async fn latency(url: &str, round_trips: usize) -> io::Result<(f64, f64)> {
+    let message = Message::text("x".repeat(32));
+    let mut socket = client::connect(url).await?;
+    for _ in 0..WARM_UP_ECHOES * 10 {
+        client::echo(&mut socket, &message).await?;
+    }
+    let started = Instant::now();
+    let mut samples = Vec::with_capacity(round_trips);
+    for _ in 0..round_trips {
+        let sent = Instant::now();
+        client::echo(&mut socket, &message).await?;
+        samples.push(sent.elapsed());
+        if started.elapsed() > TIME_LIMIT {
+            return Err(io::Error::other("latency: the round trips took too long"));
+        }
+    }
+    client::close(socket).await?;
+    samples.sort_unstable();
+    let percentile = |p: f64| {
+        let rank = ((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+        samples[rank - 1].as_secs_f64() * 1e6
+    };
+    Ok((percentile(0.50), percentile(0.99)))
+}
+
+/// Connections per second: `workers` workers each connect, echo once and close, in a loop, for
+/// `duration`.
+async fn connect_rate(url: &str, workers: usize, duration: Duration) -> io::Result<f64> {
+    let url: Arc<str> = url.into();
+    let message = Message::text("x".repeat(32));
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = JoinSet::new();
+    for _ in 0..workers {
+        let (url, message) = (Arc::clone(&url), message.clone());
+        tasks.spawn(async move {
+            let mut connections = 0_u64;
+            while connections < MAX_ITERATIONS && Instant::now() < deadline {
+                let mut socket = client::connect(&url).await?;
+                client::echo(&mut socket, &message).await?;
+                client::close(socket).await?;
+                connections += 1;
+            }
+            Ok((connections, Instant::now()))
+        });
+    }
+    Ok(rate(start, join_all(tasks).await?))
+}
+
+/// KiB of server memory (resident set) per idle connection: the growth of the server's RSS when
+/// `count` connections, each past its handshake and one echo, sit idle.
+async fn idle_memory(url: &str, pid: u32, count: usize) -> io::Result<f64> {
+    let message = Message::text("x".repeat(32));
+    for _ in 0..WARM_UP_CONNECTIONS {
+        let mut socket = client::connect(url).await?;
+        client::echo(&mut socket, &message).await?;
+        client::close(socket).await?;
+    }
+    let before = settled_rss_kib(pid).await?;
+
+    let url: Arc<str> = url.into();
+    let started = Instant::now();
+    let mut idle = Vec::with_capacity(count);
+    while idle.len() < count {
+        if started.elapsed() > TIME_LIMIT {
+            return Err(io::Error::other(
+                "idle-memory: opening connections took too long",
+            ));
+        }
+        let mut batch = JoinSet::new();
+        for _ in 0..CONNECT_BATCH.min(count - idle.len()) {
+            let (url, message) = (Arc::clone(&url), message.clone());
+            batch.spawn(async move {
+                let mut socket = client::connect(&url).await?;
+                client::echo(&mut socket, &message).await?;
+                Ok(socket)
+            });
+        }
+        idle.extend(join_all(batch).await?);
+    }
+    let after = settled_rss_kib(pid).await?;
+    // The server is killed next; dropping the connections is close enough to closing them.
+    drop(idle);
+    Ok((after as f64 - before as f64) / count as f64)
+}
+
+/// The process's resident set size, read once its change between two reads 250 ms apart is
+/// below 0.5% (or after 2 s).
+async fn settled_rss_kib(pid: u32) -> io::Result<u64> {
+    let mut last = rss_kib(pid)?;
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = rss_kib(pid)?;
+        if now.abs_diff(last) <= last / 200 {
+            return Ok(now);
+        }
+        last = now;
+    }
+    Ok(last)
+}
+
+/// `VmRSS` of `/proc/PID/status`, in KiB.
+fn rss_kib(pid: u32) -> io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| io::Error::other(format!("no VmRSS in /proc/{pid}/status")))
+}
