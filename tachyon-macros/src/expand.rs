@@ -136,11 +136,20 @@ pub(crate) fn expand(attribute: &Attribute, function: ItemFn) -> syn::Result<Tok
     let into_result = quote_spanned! {output_span=>
         <#output as #krate::HandlerReturn>::into_result
     };
+    // A plain function pointer: the call below then has no bound on the return type left to
+    // fail, so a wrong one is reported once, at the return type.
+    let into_result_type = quote_spanned! {output_span=>
+        fn(#output) -> ::core::result::Result<(), #krate::Failure>
+    };
+    // The handler's future goes to `run` as it is, with the function that reads its result:
+    // wrapping it in an `async` block would keep a second copy of its arguments.
     let run = quote! {
+        let __tachyon_into_result: #into_result_type = #into_result;
         #connection
-            .run(move |__tachyon_socket| async move {
-                #into_result(Self::__tachyon_handler(#(#call),*).await)
-            })
+            .run(
+                move |__tachyon_socket| Self::__tachyon_handler(#(#call),*),
+                __tachyon_into_result,
+            )
             .await
     };
     // The function keeps its name and arguments (plain names where the handler had them, but

@@ -19,6 +19,7 @@ use futures_util::FutureExt;
 use tokio::sync::oneshot;
 
 use crate::connection::driver::Driver;
+use crate::connection::driver::Run;
 use crate::connection::outcome::Outcome;
 use crate::connection::{self, Shared};
 use crate::handler::Failure;
@@ -26,7 +27,7 @@ use crate::handshake::{Accept, Decision, RequestHead, original_uri, upgrade_requ
 use crate::params::Params;
 use crate::sender::Sender;
 use crate::settings::{Config, Settings};
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Registration, Shutdown};
 use crate::socket::WebSocket;
 
 /// A handshake request on its way to a handler. The code `#[websocket]` generates drives it:
@@ -136,12 +137,14 @@ impl Connection {
             .map_err(IntoResponse::into_response)
     }
 
-    /// Runs the handler, whose result the generated code has already read through
-    /// [`HandlerReturn`](crate::HandlerReturn), and answers the handshake as it decides.
-    pub async fn run<F, Fut>(self, handler: F) -> Response
+    /// Runs the handler, whose result `into_result` reads (the generated code passes
+    /// [`HandlerReturn::into_result`](crate::HandlerReturn::into_result) of its return type),
+    /// and answers the handshake as it decides.
+    pub async fn run<F, Fut, I>(self, handler: F, into_result: I) -> Response
     where
         F: FnOnce(WebSocket) -> Fut,
-        Fut: Future<Output = Result<(), Failure>> + Send + 'static,
+        Fut: Future + Send + 'static,
+        I: FnOnce(Fut::Output) -> Result<(), Failure> + Send + 'static,
     {
         let Self {
             parts,
@@ -150,14 +153,16 @@ impl Connection {
             settings,
             shutdown,
         } = self;
-        let request = RequestHead::new(&parts, path_params);
+        let mut parts = parts;
+        let request = RequestHead::new(&mut parts, path_params);
         drop(parts);
         let uri = request.uri.clone();
         let config = settings.resolve();
         let (decision_tx, mut decision_rx) = oneshot::channel();
         let (socket_tx, socket_rx) = oneshot::channel();
         let socket = WebSocket::new(request, decision_tx, socket_rx);
-        let mut handler = Box::pin(AssertUnwindSafe(handler(socket)).catch_unwind());
+        let mut handler =
+            Box::pin(AssertUnwindSafe(handler(socket).map(into_result)).catch_unwind());
 
         let decision = tokio::select! {
             biased;
@@ -172,9 +177,9 @@ impl Connection {
                     }
                     // It asked to accept, then gave up waiting: upgrade and close at once.
                     Ok(Decision::Accept(accept)) => {
-                        let connection = Upgraded { config, shutdown, uri };
+                        let connection = Box::new(Upgraded { config, shutdown, uri });
                         respond_upgrade(upgrade, accept, &config, move |socket| {
-                            connection.run(socket, None, std::future::ready(outcome))
+                            connection.start(socket, None, std::future::ready(outcome))
                         })
                     }
                     Err(_) => outcome.before_accept(&uri),
@@ -184,13 +189,14 @@ impl Connection {
 
         match decision {
             Some(Decision::Accept(accept)) => {
-                let connection = Upgraded {
+                // Boxed: what the upgrade task captures stays allocated as long as it runs.
+                let connection = Box::new(Upgraded {
                     config,
                     shutdown,
                     uri,
-                };
+                });
                 respond_upgrade(upgrade, accept, &config, move |socket| {
-                    connection.run(socket, Some(socket_tx), handler.map(Outcome::new))
+                    connection.start(socket, Some(socket_tx), handler.map(Outcome::new))
                 })
             }
             Some(Decision::Reject(response)) => {
@@ -211,23 +217,27 @@ struct Upgraded {
 }
 
 impl Upgraded {
-    /// Runs the handler's remaining future (`handler`) and the connection's driver in the
-    /// upgrade task, until both are done. `socket`: where the handler waits for its connection
-    /// (`None` when it already ended).
-    async fn run<H>(
-        self,
+    /// The future of the upgrade task: the handler's remaining future (`handler`) and the
+    /// connection's driver, until both are done. `handler_socket`: where the handler waits for
+    /// its connection (`None` when it already ended). Not an `async fn`, whose future would
+    /// keep copies of its arguments beside the driver for the connection's whole life.
+    fn start<H>(
+        self: Box<Self>,
         socket: ws::WebSocket,
         handler_socket: Option<oneshot::Sender<Sender>>,
         handler: H,
-    ) where
+    ) -> Run<H, Option<Registration>>
+    where
         H: Future<Output = Outcome>,
     {
-        let shared = Shared::new(&self.config);
-        let _registration = self
-            .shutdown
-            .as_ref()
-            .map(|shutdown| shutdown.register(&shared));
-        let driver = Driver::new(socket, Arc::clone(&shared), &self.config);
+        let Self {
+            config,
+            shutdown,
+            uri,
+        } = *self;
+        let shared = Shared::new(&config);
+        let registration = shutdown.map(|shutdown| shutdown.register(&shared));
+        let driver = Driver::new(socket, Arc::clone(&shared), &config);
         let delivered = handler_socket.is_some_and(|handler_socket| {
             handler_socket
                 .send(Sender::new(Arc::clone(&shared)))
@@ -237,8 +247,7 @@ impl Upgraded {
             // The handler ended, or dropped its socket while accepting: nobody holds it.
             shared.release_socket();
         }
-        drop(shared);
-        connection::run(handler, driver, self.uri).await;
+        connection::run(handler, driver, uri, registration)
     }
 }
 
@@ -266,7 +275,9 @@ where
         upgrade.set_selected_protocol(value);
     }
     let mut response = upgrade.on_upgrade(callback);
-    response.headers_mut().extend(headers);
+    for (name, value) in headers {
+        response.headers_mut().append(name, value);
+    }
     response
 }
 

@@ -2,6 +2,9 @@
 //! it ([`Accept`]), and the decision that goes back to the request ([`Decision`]). The request
 //! side that waits for that decision is in `endpoint`.
 
+use std::mem;
+use std::sync::OnceLock;
+
 use axum::extract::OriginalUri;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
@@ -24,7 +27,7 @@ use crate::params::Params;
 #[must_use]
 pub struct Accept {
     subprotocol: Option<String>,
-    headers: HeaderMap,
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Accept {
@@ -42,7 +45,7 @@ impl Accept {
 
     /// Adds a header to the `101 Switching Protocols` response.
     pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.headers.append(name, value);
+        self.headers.push((name, value));
         self
     }
 
@@ -50,7 +53,7 @@ impl Accept {
         self.subprotocol.as_deref()
     }
 
-    pub(crate) fn into_parts(self) -> (Option<String>, HeaderMap) {
+    pub(crate) fn into_parts(self) -> (Option<String>, Vec<(HeaderName, HeaderValue)>) {
         (self.subprotocol, self.headers)
     }
 }
@@ -66,27 +69,62 @@ pub(crate) enum Decision {
 #[derive(Debug)]
 pub(crate) struct RequestHead {
     pub(crate) uri: Uri,
-    pub(crate) headers: HeaderMap,
+    headers: Headers,
     pub(crate) path_params: Params,
     pub(crate) query_params: Params,
+    /// The subprotocol the handler accepted with.
+    pub(crate) subprotocol: Option<String>,
+}
+
+/// The request's headers: as hyper parsed them while the handshake is open, then (an accepted
+/// connection may live for days) packed into one allocation, and unpacked again only if the
+/// handler asks for them.
+#[derive(Debug)]
+enum Headers {
+    Parsed(HeaderMap),
+    Packed {
+        /// `name\nvalue\n` per header (neither may contain a newline), `!` before a sensitive
+        /// value's name.
+        packed: Box<[u8]>,
+        unpacked: OnceLock<HeaderMap>,
+    },
 }
 
 impl RequestHead {
     /// Keeps what the handler may read of the request, as owned copies: hyper's header values
     /// and URI share its read buffer, which would otherwise live as long as the connection.
-    pub(crate) fn new(parts: &Parts, path_params: Params) -> Self {
+    pub(crate) fn new(parts: &mut Parts, path_params: Params) -> Self {
         let uri = owned_uri(original_uri(parts));
         let query_params = uri.query().map(Params::from_query).unwrap_or_default();
         Self {
             uri,
-            headers: owned_headers(&parts.headers),
+            headers: Headers::Parsed(mem::take(&mut parts.headers)),
             path_params,
             query_params,
+            subprotocol: None,
+        }
+    }
+
+    pub(crate) fn headers(&self) -> &HeaderMap {
+        match &self.headers {
+            Headers::Parsed(headers) => headers,
+            Headers::Packed { packed, unpacked } => unpacked.get_or_init(|| unpack(packed)),
+        }
+    }
+
+    /// Packs the headers: hyper's header values share its read buffer, which would otherwise
+    /// live as long as the connection, and a `HeaderMap` costs far more than its bytes.
+    pub(crate) fn compact(&mut self) {
+        if let Headers::Parsed(headers) = &self.headers {
+            self.headers = Headers::Packed {
+                packed: pack(headers),
+                unpacked: OnceLock::new(),
+            };
         }
     }
 
     pub(crate) fn requested_subprotocols(&self) -> impl Iterator<Item = &str> {
-        self.headers
+        self.headers()
             .get_all(header::SEC_WEBSOCKET_PROTOCOL)
             .iter()
             .filter_map(|value| value.to_str().ok())
@@ -107,15 +145,41 @@ pub(crate) fn rejected_by_close(code: CloseCode, reason: &str) -> Response {
     (StatusCode::FORBIDDEN, body).into_response()
 }
 
-fn owned_headers(headers: &HeaderMap) -> HeaderMap {
-    let mut owned = HeaderMap::with_capacity(headers.len());
+fn pack(headers: &HeaderMap) -> Box<[u8]> {
+    let size = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 3)
+        .sum();
+    let mut packed = Vec::with_capacity(size);
     for (name, value) in headers {
-        if let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) {
-            copy.set_sensitive(value.is_sensitive());
-            owned.append(name.clone(), copy);
+        if value.is_sensitive() {
+            packed.push(b'!');
+        }
+        packed.extend_from_slice(name.as_str().as_bytes());
+        packed.push(b'\n');
+        packed.extend_from_slice(value.as_bytes());
+        packed.push(b'\n');
+    }
+    packed.into_boxed_slice()
+}
+
+fn unpack(packed: &[u8]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let mut lines = packed.split(|byte| *byte == b'\n');
+    while let (Some(name), Some(value)) = (lines.next(), lines.next()) {
+        let (sensitive, name) = match name.strip_prefix(b"!") {
+            Some(name) => (true, name),
+            None => (false, name),
+        };
+        // Both were valid when packed; a failure here would be a bug, and drops one header.
+        if let (Ok(name), Ok(mut value)) =
+            (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+        {
+            value.set_sensitive(sensitive);
+            headers.append(name, value);
         }
     }
-    owned
+    headers
 }
 
 fn owned_uri(uri: Uri) -> Uri {

@@ -1,6 +1,7 @@
 //! [`Sender`]: a handle that sends to one connection from any task.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -8,7 +9,7 @@ use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
 
 use crate::close::CloseCode;
-use crate::connection::{ConnectionId, Shared};
+use crate::connection::{ConnectionId, SendFuture, Shared};
 use crate::error::{DisconnectKind, Error, Result, TrySendError, WebSocketDisconnect};
 use crate::message::Message;
 
@@ -68,32 +69,47 @@ impl Sender {
     ///
     /// # Errors
     /// [`Error::Disconnected`] once the connection is closed or closing.
-    pub async fn send_text(&self, text: impl Into<Utf8Bytes>) -> Result<()> {
-        self.send(Message::Text(text.into())).await
+    pub fn send_text(
+        &self,
+        text: impl Into<Utf8Bytes>,
+    ) -> impl Future<Output = Result<()>> + Send + '_ {
+        self.shared.send(Message::Text(text.into()))
     }
 
     /// Queues a binary message, waiting for room in the queue.
     ///
     /// # Errors
     /// As [`send_text`](Self::send_text).
-    pub async fn send_bytes(&self, bytes: impl Into<Bytes>) -> Result<()> {
-        self.send(Message::Binary(bytes.into())).await
+    pub fn send_bytes(
+        &self,
+        bytes: impl Into<Bytes>,
+    ) -> impl Future<Output = Result<()>> + Send + '_ {
+        self.shared.send(Message::Binary(bytes.into()))
     }
 
     /// Serializes `value` to JSON and queues it as a text message, waiting for room.
     ///
     /// # Errors
     /// [`Error::Serialize`] (nothing queued), otherwise as [`send_text`](Self::send_text).
-    pub async fn send_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
-        self.send(json(value)?).await
+    pub fn send_json<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+    ) -> impl Future<Output = Result<()>> + Send + '_ {
+        match json(value) {
+            Ok(message) => self.shared.send(message),
+            Err(error) => SendFuture::failed(error),
+        }
     }
 
     /// Queues a message, waiting for room in the queue.
     ///
     /// # Errors
     /// As [`send_text`](Self::send_text).
-    pub async fn send(&self, message: impl Into<Message>) -> Result<()> {
-        self.shared.send(message.into()).await.map_err(Error::from)
+    pub fn send(
+        &self,
+        message: impl Into<Message>,
+    ) -> impl Future<Output = Result<()>> + Send + '_ {
+        self.shared.send(message.into())
     }
 
     /// Queues a text message if there is room, without waiting.

@@ -102,14 +102,12 @@ impl Shutdown {
 
     /// A future that waits for `signal`, then [starts](Self::start) the shutdown: give it to
     /// axum's `with_graceful_shutdown`.
-    pub fn after<F>(self, signal: F) -> impl Future<Output = ()> + Send + 'static
+    pub async fn after<F>(self, signal: F)
     where
         F: Future + Send + 'static,
     {
-        async move {
-            signal.await;
-            self.start();
-        }
+        signal.await;
+        self.start();
     }
 
     /// Waits until every connection has ended, at most `timeout`; then drops the connections

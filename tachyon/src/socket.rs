@@ -6,7 +6,7 @@
 //! either side) every operation returns an error instead of touching the connection, so nothing
 //! is ever sent twice.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::mem;
 
 use axum::body::Bytes;
@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
 use crate::close::CloseCode;
+use crate::connection::SendFuture;
 use crate::error::{DisconnectKind, Error, MessageKind, Result, WebSocketDisconnect};
 use crate::handshake::{Accept, Decision, RequestHead, rejected_by_close};
 use crate::message::Message;
@@ -51,8 +52,8 @@ use crate::sender::Sender;
 #[derive(Debug)]
 pub struct WebSocket {
     state: State,
-    request: RequestHead,
-    subprotocol: Option<String>,
+    // Boxed: the socket lives in every handler's future, often more than once.
+    request: Box<RequestHead>,
 }
 
 #[derive(Debug)]
@@ -81,8 +82,7 @@ impl WebSocket {
     ) -> Self {
         Self {
             state: State::Pending { decision, socket },
-            request,
-            subprotocol: None,
+            request: Box::new(request),
         }
     }
 
@@ -140,7 +140,7 @@ impl WebSocket {
                         operation: OPERATION,
                     });
                 }
-                self.subprotocol = chosen;
+                self.request.subprotocol = chosen;
                 self.state = State::Accepting(socket);
             }
             // A previous `accept` was dropped while waiting for the upgrade: wait on.
@@ -154,6 +154,8 @@ impl WebSocket {
         match socket.await {
             Ok(sender) => {
                 self.state = State::Open(sender);
+                // The request has been answered: keep its headers compactly from now on.
+                self.request.compact();
                 Ok(())
             }
             Err(_) => Err(self.disconnected(WebSocketDisconnect::lost(
@@ -209,7 +211,7 @@ impl WebSocket {
 
     /// The headers of the handshake request.
     pub fn headers(&self) -> &HeaderMap {
-        &self.request.headers
+        self.request.headers()
     }
 
     /// The request target of the handshake, e.g. `/ws/lobby?token=abc`.
@@ -237,7 +239,7 @@ impl WebSocket {
     /// The subprotocol chosen when accepting, if any.
     pub fn subprotocol(&self) -> Option<&str> {
         match &self.state {
-            State::Open(_) | State::Closing(_) => self.subprotocol.as_deref(),
+            State::Open(_) | State::Closing(_) => self.request.subprotocol.as_deref(),
             _ => None,
         }
     }
@@ -316,18 +318,22 @@ impl WebSocket {
     /// # Errors
     /// [`Error::Disconnected`] if the connection is gone; the state errors when there is no open
     /// connection.
-    pub async fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<()> {
+    pub fn send_text(
+        &mut self,
+        text: impl Into<Utf8Bytes>,
+    ) -> impl Future<Output = Result<()>> + Send + '_ {
         self.send(Message::Text(text.into()), "send a text message")
-            .await
     }
 
     /// Sends a binary message. Takes a `Vec<u8>` or `Bytes` without copying it.
     ///
     /// # Errors
     /// As [`send_text`](Self::send_text).
-    pub async fn send_bytes(&mut self, bytes: impl Into<Bytes>) -> Result<()> {
+    pub fn send_bytes(
+        &mut self,
+        bytes: impl Into<Bytes>,
+    ) -> impl Future<Output = Result<()>> + Send + '_ {
         self.send(Message::Binary(bytes.into()), "send a binary message")
-            .await
     }
 
     /// Serializes `value` to JSON and sends it as a text message.
@@ -335,15 +341,22 @@ impl WebSocket {
     /// # Errors
     /// [`Error::Serialize`] (nothing sent) if `value` cannot be serialized, otherwise as
     /// [`send_text`](Self::send_text).
-    pub async fn send_json<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-        let json = serde_json::to_string(value).map_err(Error::Serialize)?;
-        self.send(Message::Text(json.into()), "send a JSON message")
-            .await
+    pub fn send_json<T: Serialize + ?Sized>(
+        &mut self,
+        value: &T,
+    ) -> impl Future<Output = Result<()>> + Send + '_ {
+        match serde_json::to_string(value) {
+            Ok(json) => self.send(Message::Text(json.into()), "send a JSON message"),
+            Err(error) => SendFuture::failed(Error::Serialize(error)),
+        }
     }
 
     /// Queues `message`, waiting for room.
-    async fn send(&mut self, message: Message, operation: &'static str) -> Result<()> {
-        self.open(operation)?.send(message).await
+    fn send(&mut self, message: Message, operation: &'static str) -> SendFuture<'_> {
+        match &self.state {
+            State::Open(sender) => sender.shared().send(message),
+            other => SendFuture::failed(refusal(other, operation)),
+        }
     }
 
     // --- Closing -------------------------------------------------------------------------------
@@ -381,8 +394,9 @@ impl WebSocket {
         const OPERATION: &str = "close the WebSocket";
         let code = code.try_into()?;
         if matches!(self.state, State::Accepting(_)) {
-            // An `accept` was dropped half-way: finish it, then close the connection.
-            self.accept().await?;
+            // An `accept` was dropped half-way: finish it, then close the connection. Boxed, as
+            // it is rare and the close future lives in every handler's future.
+            Box::pin(self.accept()).await?;
         }
         match mem::replace(&mut self.state, State::Rejected) {
             State::Pending { decision, socket } => {

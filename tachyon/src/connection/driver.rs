@@ -239,12 +239,11 @@ impl Driver {
         let reading_paused = self.phase == Phase::Open && self.shared.inbox_full();
         match self.keepalive.poll(cx, reading_paused) {
             None => {}
-            Some(Due::Ping) => {
-                if self.phase == Phase::Open && self.urgent.is_none() {
-                    self.urgent = Some(ws::Message::Ping(Bytes::new()));
-                    self.keepalive.pinged();
-                }
+            Some(Due::Ping) if self.phase == Phase::Open && self.urgent.is_none() => {
+                self.urgent = Some(ws::Message::Ping(Bytes::new()));
+                self.keepalive.pinged();
             }
+            Some(Due::Ping) => {}
             Some(Due::KeepaliveTimeout) => {
                 let reason = "keepalive timeout: the client answered no ping";
                 let code = CloseCode::INTERNAL_ERROR;
@@ -281,6 +280,18 @@ impl Driver {
     }
 }
 
+impl Drop for Driver {
+    /// A driver dropped before the connection closed (shutdown's deadline passed): the
+    /// connection ends here.
+    fn drop(&mut self) {
+        if self.phase != Phase::Done {
+            self.stop(WebSocketDisconnect::lost(
+                "the server dropped the connection",
+            ));
+        }
+    }
+}
+
 /// The close code and kind for a read error caused by what the client sent, if it was one.
 fn protocol_violation(error: &axum::Error) -> Option<(CloseCode, DisconnectKind)> {
     use std::error::Error as _;
@@ -305,7 +316,8 @@ fn protocol_violation(error: &axum::Error) -> Option<(CloseCode, DisconnectKind)
 /// Runs a handler and its connection's driver in one task, until both are done: the handler
 /// returns (or its socket, moved elsewhere, is dropped) and the close handshake completes or
 /// times out.
-pub(crate) fn run<H>(handler: H, driver: Driver, uri: Uri) -> Run<H>
+/// `guard` is dropped with the connection (a shutdown registration).
+pub(crate) fn run<H, G>(handler: H, driver: Driver, uri: Uri, guard: G) -> Run<H, G>
 where
     H: Future<Output = Outcome>,
 {
@@ -313,17 +325,22 @@ where
         handler: Some(Box::pin(handler)),
         driver,
         uri,
+        _guard: guard,
     }
 }
 
 /// The future of [`run`].
-pub(crate) struct Run<H> {
+pub(crate) struct Run<H, G> {
     handler: Option<Pin<Box<H>>>,
     driver: Driver,
     uri: Uri,
+    _guard: G,
 }
 
-impl<H: Future<Output = Outcome>> Future for Run<H> {
+// The handler is boxed and the guard is never pinned: nothing in `Run` relies on staying put.
+impl<H, G> Unpin for Run<H, G> {}
+
+impl<H: Future<Output = Outcome>, G> Future for Run<H, G> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {

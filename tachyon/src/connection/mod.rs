@@ -14,6 +14,8 @@ pub(crate) mod outcome;
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
@@ -21,9 +23,10 @@ use std::task::{Context, Poll, Waker};
 use axum::extract::ws::{self, CloseFrame};
 use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 
 use crate::close::{CloseCode, truncate_reason};
-use crate::error::{TrySendError, WebSocketDisconnect};
+use crate::error::{Error, TrySendError, WebSocketDisconnect};
 use crate::message::Message;
 use crate::settings::Config;
 
@@ -72,7 +75,6 @@ pub(crate) struct Shared {
     driver: AtomicWaker,
 }
 
-#[derive(Debug)]
 struct State {
     queue: VecDeque<Outbound>,
     queued_bytes: usize,
@@ -89,6 +91,20 @@ struct State {
     socket_alive: bool,
     /// Shutdown gave up waiting: drop the connection and its handler now.
     aborted: bool,
+    /// Run once, when `ending` is first set (rooms use it to let the connection go).
+    on_end: Vec<Box<dyn FnOnce(ConnectionId) + Send>>,
+}
+
+impl fmt::Debug for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("State")
+            .field("queued", &self.queue.len())
+            .field("queued_bytes", &self.queued_bytes)
+            .field("inbox", &self.inbox.is_some())
+            .field("ending", &self.ending)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
 }
 
 thread_local! {
@@ -114,6 +130,7 @@ impl Shared {
                 done: false,
                 socket_alive: true,
                 aborted: false,
+                on_end: Vec::new(),
             }),
             changed: Notify::new(),
             driver: AtomicWaker::new(),
@@ -168,26 +185,13 @@ impl Shared {
     }
 
     /// Queues `message`, waiting for room.
-    pub(crate) async fn send(&self, message: Message) -> Result<(), WebSocketDisconnect> {
-        let mut message = match self.try_send(message) {
-            Ok(()) => return Ok(()),
-            Err(error) => error,
-        };
-        loop {
-            if let Some(disconnect) = message.disconnect() {
-                return Err(disconnect.clone());
-            }
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            message = match self.try_send(message.into_message()) {
-                Ok(()) => return Ok(()),
-                Err(error) if error.is_full() => {
-                    notified.await;
-                    error
-                }
-                Err(error) => error,
-            };
+    pub(crate) fn send(&self, message: Message) -> SendFuture<'_> {
+        SendFuture {
+            state: SendState::Queue {
+                shared: self,
+                message: Some(message),
+                waiting: None,
+            },
         }
     }
 
@@ -200,7 +204,7 @@ impl Shared {
         reason: &str,
         disconnect: WebSocketDisconnect,
     ) -> bool {
-        {
+        let on_end = {
             let mut state = self.lock();
             if state.ending.is_some() {
                 return false;
@@ -213,10 +217,40 @@ impl Shared {
             if let Some(reader) = state.reader.take() {
                 reader.wake();
             }
-        }
+            std::mem::take(&mut state.on_end)
+        };
         self.changed.notify_waiters();
         self.wake_driver();
+        self.run_on_end(on_end);
         true
+    }
+
+    /// Runs `hook` once the connection can no longer be sent to (at once if it already can't).
+    pub(crate) fn on_end(&self, hook: Box<dyn FnOnce(ConnectionId) + Send>) {
+        let mut state = self.lock();
+        if state.ending.is_none() {
+            state.on_end.push(hook);
+            return;
+        }
+        drop(state);
+        self.run_on_end(vec![hook]);
+    }
+
+    fn run_on_end(&self, hooks: Vec<Box<dyn FnOnce(ConnectionId) + Send>>) {
+        for hook in hooks {
+            // A hook is user code (a room's presence callback): its panic must not take the
+            // connection's task down with it.
+            let id = self.id;
+            if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(id)))
+            {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("a panic without a message");
+                tracing::error!(connection = %id, panic = message, "a connection's end hook panicked");
+            }
+        }
     }
 
     /// How the connection ended, once nothing more can be sent.
@@ -313,22 +347,106 @@ impl Shared {
 
     /// Records why the connection ends, if nothing did yet, and wakes whoever waits.
     fn end(&self, disconnect: WebSocketDisconnect, done: bool) {
-        let reader = {
+        let (reader, on_end) = {
             let mut state = self.lock();
             if state.ending.is_none() {
                 state.ending = Some(disconnect);
             }
             state.done |= done;
-            state.reader.take()
+            if done {
+                // Nothing will be sent any more: free what waits.
+                state.queue.clear();
+                state.queued_bytes = 0;
+            }
+            (state.reader.take(), std::mem::take(&mut state.on_end))
         };
         if let Some(reader) = reader {
             reader.wake();
         }
         self.changed.notify_waiters();
+        self.run_on_end(on_end);
     }
 
     fn aborted(&self) -> bool {
         self.lock().aborted
+    }
+}
+
+/// The future of a send: queues the message, waiting for room. Small, since it lives inside
+/// every handler's future: the wait for room (rare) is boxed only when it happens.
+#[must_use = "futures do nothing unless awaited"]
+pub(crate) struct SendFuture<'a> {
+    state: SendState<'a>,
+}
+
+enum SendState<'a> {
+    Queue {
+        shared: &'a Shared,
+        message: Option<Message>,
+        waiting: Option<Pin<Box<Notified<'a>>>>,
+    },
+    Failed(Option<Error>),
+}
+
+impl SendFuture<'_> {
+    /// A send refused before it started (the socket is not open).
+    pub(crate) fn failed(error: Error) -> Self {
+        Self {
+            state: SendState::Failed(Some(error)),
+        }
+    }
+}
+
+impl Future for SendFuture<'_> {
+    type Output = Result<(), Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let (shared, message, waiting) = match &mut self.state {
+            SendState::Failed(error) => {
+                return Poll::Ready(Err(error.take().unwrap_or(Error::Closed {
+                    operation: "send a message",
+                })));
+            }
+            SendState::Queue {
+                shared,
+                message,
+                waiting,
+            } => (*shared, message, waiting),
+        };
+        loop {
+            if let Some(notified) = waiting {
+                if notified.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                *waiting = None;
+            }
+            let Some(next) = message.take() else {
+                return Poll::Ready(Ok(()));
+            };
+            let full = match shared.try_send(next) {
+                Ok(()) => return Poll::Ready(Ok(())),
+                Err(error) if error.is_full() => error,
+                Err(error) => return Poll::Ready(Err(closed(error))),
+            };
+            // Register for room, then try once more, so that room made in between is not missed.
+            let mut notified = Box::pin(shared.changed.notified());
+            notified.as_mut().enable();
+            match shared.try_send(full.into_message()) {
+                Ok(()) => return Poll::Ready(Ok(())),
+                Err(error) if error.is_full() => {
+                    *message = Some(error.into_message());
+                    *waiting = Some(notified);
+                }
+                Err(error) => return Poll::Ready(Err(closed(error))),
+            }
+        }
+    }
+}
+
+fn closed(error: TrySendError) -> Error {
+    match error.disconnect() {
+        Some(disconnect) => Error::Disconnected(disconnect.clone()),
+        None => Error::TrySend(error),
     }
 }
 
