@@ -12,6 +12,7 @@ mod handler;
 mod handshake;
 mod message;
 mod params;
+mod rooms;
 mod routing;
 mod sender;
 mod settings;
@@ -33,6 +34,7 @@ pub use crate::handler::{Failure, HandlerFuture, HandlerReturn, WebSocketHandler
 pub use crate::handshake::Accept;
 pub use crate::message::Message;
 pub use crate::params::Params;
+pub use crate::rooms::{Broadcast, Delivery, Rooms, RoomsBuilder, SlowMember};
 pub use crate::routing::{Router, Tachyon};
 pub use crate::sender::Sender;
 pub use crate::settings::{

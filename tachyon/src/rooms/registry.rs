@@ -107,7 +107,9 @@ impl Registry {
         self.rooms.get(room)
     }
 
-    pub(crate) fn rooms(&self) -> impl Iterator<Item = (&Arc<str>, &HashMap<ConnectionId, Sender>)> {
+    pub(crate) fn rooms(
+        &self,
+    ) -> impl Iterator<Item = (&Arc<str>, &HashMap<ConnectionId, Sender>)> {
         self.rooms.iter()
     }
 
