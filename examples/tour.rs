@@ -2,7 +2,8 @@
 //!
 //! Run it with `cargo run --example tour` (add `-- --addr 127.0.0.1:9000` for another address),
 //! then open <http://127.0.0.1:8000/>: the page connects to `/ws`, sends `Hello!` and shows what
-//! comes back. Any WebSocket client can try the other routes:
+//! comes back. Any WebSocket client can try the other routes. Ctrl-C shuts it down gracefully:
+//! every client gets a 1001 close frame.
 //!
 //! | Route | What it does |
 //! |-------|--------------|
@@ -17,16 +18,13 @@
 //! | `/chat/{room}` | broadcasts `[{room}] {text}` to everyone in the room |
 //! | `/api/v1/notifications` | a router with a prefix: sends `{"type": "connected"}`, closes |
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::extract::State;
 use axum::response::Html;
 use axum::routing::get;
 use serde_json::{Value, json};
-use tachyon::{Router, Tachyon, Utf8Bytes, WebSocket, websocket};
-use tokio::sync::broadcast;
+use tachyon::{Rooms, Router, Tachyon, WebSocket, websocket};
 
 /// The basic echo.
 #[websocket("/ws")]
@@ -136,24 +134,15 @@ async fn close_with_code(mut ws: WebSocket, code: u16) -> tachyon::Result<()> {
     ws.close(code).await
 }
 
-/// The chat: every message goes to everyone in the room.
+/// The chat: every message goes to everyone in the room, the sender included. `Rooms` is the
+/// connection manager; a member leaves by itself when its connection ends.
 #[websocket("/chat/{room}")]
 async fn chat(mut ws: WebSocket, room: String, State(tour): State<Tour>) -> tachyon::Result<()> {
     ws.accept().await?;
-    let (everyone, mut inbox) = tour.chat.join(&room);
+    tour.rooms.join(&room, &ws)?;
     loop {
-        tokio::select! {
-            data = ws.receive_text() => {
-                // Nobody listening is fine: this member is still subscribed.
-                let _ = everyone.send(format!("[{room}] {}", data?).into());
-            }
-            message = inbox.recv() => match message {
-                Ok(message) => ws.send_text(message).await?,
-                // Too slow to keep up: some messages were skipped; carry on with the next.
-                Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => return Ok(()),
-            },
-        }
+        let data = ws.receive_text().await?;
+        let _ = tour.rooms.broadcast(&room, format!("[{room}] {data}"));
     }
 }
 
@@ -167,23 +156,7 @@ async fn notifications(mut ws: WebSocket) -> tachyon::Result<()> {
 /// The tour's shared state.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Tour {
-    chat: ChatRooms,
-}
-
-/// A minimal connection manager: one broadcast channel per room.
-#[derive(Clone, Debug, Default)]
-struct ChatRooms(Arc<Mutex<HashMap<String, broadcast::Sender<Utf8Bytes>>>>);
-
-impl ChatRooms {
-    fn join(&self, room: &str) -> (broadcast::Sender<Utf8Bytes>, broadcast::Receiver<Utf8Bytes>) {
-        let mut rooms = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let sender = rooms
-            .entry(room.to_owned())
-            .or_insert_with(|| broadcast::channel(256).0)
-            .clone();
-        let inbox = sender.subscribe();
-        (sender, inbox)
-    }
+    rooms: Rooms,
 }
 
 /// The page at `/`: the chapter's JavaScript client.

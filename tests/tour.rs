@@ -266,3 +266,81 @@ async fn unknown_paths_are_404() {
         .await
         .assert_status(StatusCode::NOT_FOUND);
 }
+
+/// The burst from the rooms issue: one member sends 20,000 messages of 1 KiB; a member that
+/// reads as fast as they come gets every one, in order; a member that never reads is not
+/// forgotten: what was queued for it arrives in order, then (if its queue overflowed) a 1013.
+#[tokio::test]
+async fn a_chat_burst_reaches_every_reading_member_and_a_stalled_one_is_told() {
+    use futures_util::{SinkExt, Stream, StreamExt};
+    use tokio_tungstenite::tungstenite::{Error, Message};
+
+    const BURST: usize = 20_000;
+    fn expected(i: usize) -> String {
+        format!("[burst] {i:05} {}", "x".repeat(1018))
+    }
+    /// Reads the burst until `BURST` messages or a close; returns the count and the close code.
+    async fn read_burst<S>(mut client: S) -> (usize, Option<u16>)
+    where
+        S: Stream<Item = Result<Message, Error>> + Unpin,
+    {
+        let mut got = 0;
+        while got < BURST {
+            match within("the burst", client.next()).await {
+                Some(Ok(Message::Text(text))) if text.as_str() == "[burst] hi" => {}
+                Some(Ok(Message::Text(text))) => {
+                    assert_eq!(text.as_str(), expected(got), "message {got}");
+                    got += 1;
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return (got, frame.map(|frame| u16::from(frame.code)));
+                }
+                Some(Ok(_)) => {}
+                other => panic!("after {got} messages: {other:?}"),
+            }
+        }
+        (got, None)
+    }
+
+    let served = support::serve(tour::app()).await;
+    let mut sender = support::raw_connect(&served, "/chat/burst").await;
+    let mut reader = support::raw_connect(&served, "/chat/burst").await;
+    let mut stalled = support::raw_connect(&served, "/chat/burst").await;
+    // Each member is in the room once its own first message comes back to it.
+    for client in [&mut sender, &mut reader, &mut stalled] {
+        within("joining", client.send(Message::text("hi")))
+            .await
+            .expect("send");
+        loop {
+            match within("the greeting", client.next()).await {
+                Some(Ok(Message::Text(text))) if text.as_str() == "[burst] hi" => break,
+                Some(Ok(_)) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    let (mut sink, echoes) = sender.split();
+    let echoes = tokio::spawn(read_burst(echoes));
+    let reading = tokio::spawn(read_burst(reader));
+    for i in 0..BURST {
+        let text = format!("{i:05} {}", "x".repeat(1018));
+        within("sending", sink.feed(Message::text(text)))
+            .await
+            .expect("feed");
+    }
+    within("flushing", sink.flush()).await.expect("flush");
+    assert_eq!(
+        within("the reader", reading).await.expect("join"),
+        (BURST, None)
+    );
+    assert_eq!(
+        within("the echoes", echoes).await.expect("join"),
+        (BURST, None)
+    );
+    // The stalled member gets an unbroken prefix of the burst; if that is not all of it, it
+    // was closed with 1013 and knows it missed the rest.
+    match read_burst(stalled).await {
+        (BURST, None) => {}
+        (got, code) => assert_eq!(code, Some(1013), "after {got} messages"),
+    }
+}
