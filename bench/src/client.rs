@@ -39,6 +39,14 @@ pub(crate) async fn connect(url: &str) -> io::Result<Socket> {
     Ok(socket)
 }
 
+/// Opens a connection with a 4 KiB read buffer, for scenarios that open thousands.
+pub(crate) async fn connect_small(url: &str) -> io::Result<Socket> {
+    let config = tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4 * 1024);
+    let connecting = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
+    let (socket, _response) = step("connect", connecting).await?;
+    Ok(socket)
+}
+
 /// Sends `message` and waits for the same message to come back.
 pub(crate) async fn echo(socket: &mut Socket, message: &Message) -> io::Result<()> {
     step("send", socket.send(message.clone())).await?;

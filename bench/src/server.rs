@@ -1,7 +1,10 @@
 //! The two servers under test, and how the harness runs each as a child process of its own binary.
 //!
 //! Both are echo servers on `/ws` served by `axum::serve` with default settings, so they differ only
-//! in the WebSocket layer: axum's `WebSocketUpgrade` or Tachyon's `#[websocket]`. A server runs in
+//! in the WebSocket layer: axum's `WebSocketUpgrade` or Tachyon's `#[websocket]`. For the fan-out
+//! scenario both also have a room (`/room` joins it, `/fire` broadcasts to it): the raw server
+//! keeps the seed's connection manager written in Rust (a list of senders, one awaited send
+//! each), the Tachyon server uses `Rooms`. A server runs in
 //! its own process so that its memory can be read from `/proc`; it prints `listening ADDR` once
 //! bound, and exits when killed or when its standard input closes (so a harness that dies leaves
 //! no server behind).
@@ -10,15 +13,20 @@ use std::future::IntoFuture;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::State;
 use axum::extract::ws::{self, WebSocketUpgrade};
 use axum::response::Response;
 use axum::routing::get;
-use tachyon::{Message, WebSocket};
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use tachyon::{Message, Rooms, WebSocket};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
+use tokio::sync::Mutex;
 
 /// How long a server may take to print its address.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,6 +57,89 @@ impl ServerKind {
 
 // --- The servers, as they run in the child process ---------------------------------------------
 
+/// The seed's connection manager, ported literally: every member's sending half in a list, and a
+/// broadcast that awaits one send after the other. (The list is copied out before sending, which
+/// is kinder to it than holding its lock across the sends.)
+#[derive(Clone, Default)]
+struct NaiveRoom(Arc<Mutex<Vec<Member>>>);
+
+type Member = Arc<Mutex<SplitSink<ws::WebSocket, ws::Message>>>;
+
+/// The read buffer of fan-out members, on both servers: 10,000 of axum's default 128 KiB would
+/// measure memory, not broadcasting.
+const MEMBER_READ_BUFFER: usize = 4 * 1024;
+
+async fn naive_member(upgrade: WebSocketUpgrade, State(room): State<NaiveRoom>) -> Response {
+    upgrade
+        .read_buffer_size(MEMBER_READ_BUFFER)
+        .on_upgrade(move |socket| async move {
+            let (mut sink, mut stream) = socket.split();
+            if sink.send(ws::Message::text("joined")).await.is_err() {
+                return;
+            }
+            let member = Arc::new(Mutex::new(sink));
+            room.0.lock().await.push(Arc::clone(&member));
+            while let Some(Ok(_)) = stream.next().await {}
+            room.0
+                .lock()
+                .await
+                .retain(|other| !Arc::ptr_eq(other, &member));
+        })
+}
+
+async fn naive_fire(upgrade: WebSocketUpgrade, State(room): State<NaiveRoom>) -> Response {
+    upgrade.on_upgrade(move |mut socket| async move {
+        // Reading on after a close frame lets axum send the close reply.
+        while let Some(Ok(message)) = socket.recv().await {
+            let ws::Message::Text(count) = message else {
+                continue;
+            };
+            let count: usize = count.parse().unwrap_or(0);
+            let message = ws::Utf8Bytes::from(FANOUT_MESSAGE);
+            for _ in 0..count {
+                let members = room.0.lock().await.clone();
+                for member in members {
+                    let _ = member
+                        .lock()
+                        .await
+                        .send(ws::Message::Text(message.clone()))
+                        .await;
+                }
+            }
+            if socket.send(ws::Message::text("done")).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// The 64-byte message of the fan-out scenario.
+pub(crate) const FANOUT_MESSAGE: &str =
+    "fan-out message, sixty-four bytes long, the same for every member";
+
+#[tachyon::websocket("/room", read_buffer_size = MEMBER_READ_BUFFER)]
+async fn member(mut ws: WebSocket, State(rooms): State<Rooms>) -> tachyon::Result<()> {
+    ws.accept().await?;
+    rooms.join("fan-out", &ws)?;
+    ws.send_text("joined").await?;
+    loop {
+        ws.receive().await?;
+    }
+}
+
+#[tachyon::websocket("/fire")]
+async fn fire(mut ws: WebSocket, State(rooms): State<Rooms>) -> tachyon::Result<()> {
+    ws.accept().await?;
+    loop {
+        let count: usize = ws.receive_text().await?.parse().unwrap_or(0);
+        let message = tachyon::Utf8Bytes::from(FANOUT_MESSAGE);
+        for _ in 0..count {
+            let _ = rooms.broadcast("fan-out", message.clone());
+        }
+        ws.send_text("done").await?;
+    }
+}
+
 async fn raw_upgrade(upgrade: WebSocketUpgrade) -> Response {
     upgrade.on_upgrade(raw_echo)
 }
@@ -78,8 +169,16 @@ async fn echo(mut ws: WebSocket) -> tachyon::Result<()> {
 /// Serves `kind` on 127.0.0.1 (a port the system picks) until standard input closes.
 pub(crate) async fn serve(kind: ServerKind) -> io::Result<()> {
     let app = match kind {
-        ServerKind::Raw => axum::Router::new().route("/ws", get(raw_upgrade)),
-        ServerKind::Tachyon => tachyon::Tachyon::new().websocket(echo).into_router(),
+        ServerKind::Raw => axum::Router::new()
+            .route("/ws", get(raw_upgrade))
+            .route("/room", get(naive_member))
+            .route("/fire", get(naive_fire))
+            .with_state(NaiveRoom::default()),
+        ServerKind::Tachyon => tachyon::Tachyon::with_state(Rooms::new())
+            .websocket(echo)
+            .websocket(member)
+            .websocket(fire)
+            .into_router(),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let mut stdout = io::stdout().lock();
