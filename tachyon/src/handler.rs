@@ -144,18 +144,42 @@ where
     E: Display + Send + 'static,
 {
     fn into_result(self) -> Result<(), Failure> {
-        self.map_err(|error| {
-            let any: &dyn Any = &error;
-            let disconnect = any
-                .downcast_ref::<Error>()
-                .is_some_and(Error::is_disconnect)
-                || any.is::<WebSocketDisconnect>();
-            Failure {
-                message: error.to_string(),
-                disconnect,
-            }
+        self.map_err(|error| Failure {
+            disconnect: is_disconnect(&error),
+            message: error.to_string(),
         })
     }
+}
+
+/// Whether a handler's error is the connection ending: a [`Error::Disconnected`] or a
+/// [`WebSocketDisconnect`], as is or inside a boxed error's chain of sources. Recognised by type,
+/// never by its text.
+fn is_disconnect(error: &(dyn Any + Send)) -> bool {
+    if let Some(error) = error.downcast_ref::<Error>() {
+        return error.is_disconnect();
+    }
+    if error.is::<WebSocketDisconnect>() {
+        return true;
+    }
+    let boxed: Option<&(dyn std::error::Error + 'static)> =
+        match error.downcast_ref::<Box<dyn std::error::Error + Send + Sync>>() {
+            Some(boxed) => Some(&**boxed),
+            None => error
+                .downcast_ref::<Box<dyn std::error::Error + Send>>()
+                .map(|boxed| &**boxed as &(dyn std::error::Error + 'static)),
+        };
+    let mut next = boxed;
+    while let Some(error) = next {
+        if error
+            .downcast_ref::<Error>()
+            .is_some_and(Error::is_disconnect)
+            || error.is::<WebSocketDisconnect>()
+        {
+            return true;
+        }
+        next = error.source();
+    }
+    false
 }
 
 /// Why a handler failed: its error's text, and whether the error was the client disconnecting.
@@ -175,5 +199,34 @@ impl Failure {
 impl Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::DisconnectKind;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the chat loop ended")]
+    struct Wrapper(#[source] Error);
+
+    fn gone() -> Error {
+        WebSocketDisconnect::new(DisconnectKind::ClientClosed, 1000, "bye").into()
+    }
+
+    #[test]
+    fn a_disconnect_is_recognised_by_type_not_by_text() {
+        let direct: Result<(), Error> = Err(gone());
+        assert!(direct.into_result().unwrap_err().is_disconnect());
+        let boxed: Result<(), Box<dyn std::error::Error + Send + Sync>> =
+            Err(Box::new(Wrapper(gone())));
+        assert!(boxed.into_result().unwrap_err().is_disconnect());
+        // The same words in a string are not the disconnect.
+        let text: Result<(), String> = Err(gone().to_string());
+        assert!(!text.into_result().unwrap_err().is_disconnect());
+        let other: Result<(), Box<dyn std::error::Error + Send + Sync>> =
+            Err("database is down".into());
+        assert!(!other.into_result().unwrap_err().is_disconnect());
     }
 }

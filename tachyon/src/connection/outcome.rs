@@ -44,12 +44,9 @@ impl Outcome {
     pub(crate) fn log(&self, uri: &Uri, gone: Option<&WebSocketDisconnect>) {
         match self {
             Self::Completed => {}
-            // The connection ending, returned as is (possibly inside an opaque error type such
-            // as `anyhow::Error`, recognised by its text): not a failure of the handler.
-            Self::Failed(failure)
-                if failure.is_disconnect()
-                    || gone.is_some_and(|gone| failure.to_string() == gone.to_string()) =>
-            {
+            // The connection ending, returned as is (or in a boxed error): not a failure of the
+            // handler.
+            Self::Failed(failure) if failure.is_disconnect() => {
                 let code = gone.map(|disconnect| disconnect.code);
                 tracing::debug!(
                     path = %uri.path(),
