@@ -79,14 +79,10 @@ async fn bytes_ws(mut ws: WebSocket) -> tachyon::Result<()> {
 }
 
 /// Query parameters, read after accepting.
-#[websocket("/ws/auth")]
-async fn authenticated_ws(mut ws: WebSocket) -> tachyon::Result<()> {
+#[websocket("/ws/auth?<token>")]
+async fn authenticated_ws(mut ws: WebSocket, token: Option<String>) -> tachyon::Result<()> {
     ws.accept().await?;
-    let token = ws
-        .query_params()
-        .get("token")
-        .filter(|token| !token.is_empty());
-    if token.is_none() {
+    if token.is_none_or(|token| token.is_empty()) {
         ws.send_json(&json!({"error": "No token"})).await?;
         return ws.close(1000).await;
     }
@@ -94,11 +90,10 @@ async fn authenticated_ws(mut ws: WebSocket) -> tachyon::Result<()> {
 }
 
 /// Authentication before accepting: a bad token never gets a connection.
-#[websocket("/ws/secure")]
-async fn secure_ws(mut ws: WebSocket) -> tachyon::Result<()> {
-    let token = ws.query_params().get("token");
+#[websocket("/ws/secure?<token>")]
+async fn secure_ws(mut ws: WebSocket, token: Option<String>) -> tachyon::Result<()> {
     // Or from the headers, before accepting: ws.headers().get("authorization")
-    if !validate_token(token) {
+    if !validate_token(token.as_deref()) {
         return ws.close(4001).await; // custom code: unauthorized (answered with HTTP 403)
     }
     ws.accept().await?;

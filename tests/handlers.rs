@@ -229,3 +229,107 @@ async fn state_is_shared_between_connections() {
     let mut ws = connect(&server, "/count/bob").await;
     expect_text(&mut ws, "bob: 1").await;
 }
+
+// --- Query parameters declared in the route ------------------------------------------------------
+
+#[websocket("/auth?<token>&<page>")]
+async fn auth(mut ws: WebSocket, token: Option<String>, page: u32) -> tachyon::Result<()> {
+    ws.accept().await?;
+    ws.send_text(format!("{token:?} {page}")).await
+}
+
+#[websocket("/braces/{room}?{limit}")]
+async fn braces(mut ws: WebSocket, room: String, limit: Option<u8>) -> tachyon::Result<()> {
+    ws.accept().await?;
+    ws.send_text(format!("{room} {limit:?}")).await
+}
+
+#[tokio::test]
+async fn query_values_declared_in_the_route_are_arguments() {
+    let server = server(Tachyon::new().websocket(auth).websocket(braces));
+    assert_eq!(
+        auth::PATH,
+        "/auth",
+        "the query part is not part of the route"
+    );
+    assert_eq!(braces::PATH, "/braces/{room}");
+
+    let mut ws = connect(&server, "/auth?page=2").await;
+    expect_text(&mut ws, "None 2").await;
+    let mut ws = connect(&server, "/auth?token=a%20b&page=3&other=x").await;
+    expect_text(&mut ws, r#"Some("a b") 3"#).await;
+    let mut ws = connect(&server, "/braces/lobby?limit=5").await;
+    expect_text(&mut ws, "lobby Some(5)").await;
+    let mut ws = connect(&server, "/braces/lobby").await;
+    expect_text(&mut ws, "lobby None").await;
+}
+
+#[tokio::test]
+async fn a_missing_or_malformed_query_value_is_400_and_the_handler_never_runs() {
+    let server = server(Tachyon::new().websocket(auth).websocket(braces));
+    let response = handshake(&server, "/auth?token=t").await;
+    response.assert_status(StatusCode::BAD_REQUEST);
+    response.assert_text_contains("Missing query parameter `page`");
+    let response = handshake(&server, "/auth?page=two").await;
+    response.assert_status(StatusCode::BAD_REQUEST);
+    response.assert_text_contains("Invalid query parameter `page`: `two` is not a valid `u32`");
+    let response = handshake(&server, "/braces/lobby?limit=300").await;
+    response.assert_status(StatusCode::BAD_REQUEST);
+    response.assert_text_contains("Invalid query parameter `limit`: `300` is not a valid `u8`");
+}
+
+// --- axum's Path<T> ------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct Seat {
+    room: String,
+    seat: u32,
+}
+
+#[websocket("/single/{id}")]
+async fn single(
+    mut ws: WebSocket,
+    axum::extract::Path(id): axum::extract::Path<u32>,
+) -> tachyon::Result<()> {
+    ws.accept().await?;
+    ws.send_text(format!("single {id}")).await
+}
+
+#[websocket("/tuple/{room}/{seat}")]
+async fn tuple(
+    mut ws: WebSocket,
+    axum::extract::Path((room, seat)): axum::extract::Path<(String, u32)>,
+) -> tachyon::Result<()> {
+    ws.accept().await?;
+    ws.send_text(format!("tuple {room} {seat}")).await
+}
+
+#[websocket("/struct/{room}/{seat}")]
+async fn structured(
+    mut ws: WebSocket,
+    axum::extract::Path(at): axum::extract::Path<Seat>,
+) -> tachyon::Result<()> {
+    ws.accept().await?;
+    ws.send_text(format!("struct {} {}", at.room, at.seat))
+        .await
+}
+
+#[tokio::test]
+async fn axums_path_extractor_takes_the_path_parameters() {
+    let server = server(
+        Tachyon::new()
+            .websocket(single)
+            .websocket(tuple)
+            .websocket(structured),
+    );
+    let mut ws = connect(&server, "/single/7").await;
+    expect_text(&mut ws, "single 7").await;
+    let mut ws = connect(&server, "/tuple/lobby/3").await;
+    expect_text(&mut ws, "tuple lobby 3").await;
+    let mut ws = connect(&server, "/struct/hall/12").await;
+    expect_text(&mut ws, "struct hall 12").await;
+    // axum's own rejection answers a value that does not parse.
+    handshake(&server, "/single/seven")
+        .await
+        .assert_status(StatusCode::BAD_REQUEST);
+}

@@ -88,6 +88,34 @@ pub(crate) fn expand(attribute: &Attribute, function: ItemFn) -> syn::Result<Tok
         #( #extractor_types: #axum::extract::FromRequestParts<#state>, )*
     };
 
+    // Each extractor argument is checked against the handler's state (`state = T`, or the `T`
+    // of its first `State<T>` argument), spanned at the argument: a mismatch is reported there,
+    // not at the registration. (The app's own state is only known where it registers the
+    // handler, which is where a handler/app mismatch is reported.)
+    let handler_state = attribute.state.clone().or_else(|| {
+        extractor_types
+            .iter()
+            .find_map(|ty| crate::parse::state_inner(ty).cloned())
+    });
+    let state_checks = match &handler_state {
+        Some(state_type) => {
+            let checks = extractor_types.iter().map(|ty| {
+                quote_spanned! {ty.span()=>
+                    __tachyon_check::<#ty, #state_type>();
+                }
+            });
+            quote! {
+                const _: () = {
+                    fn __tachyon_check<__T: #private::Extractor<__S>, __S>() {}
+                    #[allow(dead_code)]
+                    fn __tachyon_checks() {
+                        #(#checks)*
+                    }
+                };
+            }
+        }
+        None => quote!(),
+    };
     let connection = format_ident!("__tachyon_connection");
     // The handler's own settings, over those of the app and its routers. Each call is spanned
     // at its key, so a value of the wrong type is reported there.
@@ -109,6 +137,25 @@ pub(crate) fn expand(attribute: &Attribute, function: ItemFn) -> syn::Result<Tok
                 let type_name = quote!(#ty).to_string().replace(' ', "");
                 extractions.push(quote_spanned! {ty.span()=>
                     let #value: #ty = match #connection.path_param::<#ty>(#param, #type_name) {
+                        ::core::result::Result::Ok(value) => value,
+                        ::core::result::Result::Err(response) => return response,
+                    };
+                });
+                call.push(quote!(#value));
+            }
+            Role::QueryParam(param, inner) => {
+                let extraction = match inner {
+                    Some(inner) => {
+                        let type_name = quote!(#inner).to_string().replace(' ', "");
+                        quote!(#connection.optional_query_param::<#inner>(#param, #type_name))
+                    }
+                    None => {
+                        let type_name = quote!(#ty).to_string().replace(' ', "");
+                        quote!(#connection.query_param::<#ty>(#param, #type_name))
+                    }
+                };
+                extractions.push(quote_spanned! {ty.span()=>
+                    let #value: #ty = match #extraction {
                         ::core::result::Result::Ok(value) => value,
                         ::core::result::Result::Err(response) => return response,
                     };
@@ -229,6 +276,8 @@ pub(crate) fn expand(attribute: &Attribute, function: ItemFn) -> syn::Result<Tok
             #inner #block
         }
 
+        #state_checks
+
         #(#cfgs)*
         impl<#state> #krate::WebSocketRoute<#state> for #name
         where
@@ -241,4 +290,87 @@ pub(crate) fn expand(attribute: &Attribute, function: ItemFn) -> syn::Result<Tok
             }
         }
     })
+}
+
+/// What an attribute with a mistake expands to, beside its error: the function with the user's
+/// signature and the route items, so that nothing else in the crate errors because of the one
+/// mistake. The function never runs: the crate does not compile until the mistake is fixed.
+pub(crate) fn stub(attribute: Option<&Attribute>, function: &ItemFn) -> TokenStream {
+    let krate = match attribute.and_then(|attribute| attribute.krate.as_ref()) {
+        Some(path) => quote!(#path),
+        None => quote!(::tachyon),
+    };
+    let axum = quote!(#krate::__private::axum);
+    let path = attribute
+        .and_then(|attribute| crate::path::parse(&attribute.path.value()).ok())
+        .map_or_else(|| "/".to_owned(), |template| template.axum_path);
+    let ItemFn {
+        attrs, vis, sig, ..
+    } = function;
+    let name = &sig.ident;
+    let (outer, rest): (Vec<_>, Vec<_>) = attrs
+        .iter()
+        .partition(|attr| attr.path().is_ident("doc") || attr.path().is_ident("deprecated"));
+    let cfgs: Vec<_> = rest
+        .iter()
+        .filter(|attr| attr.path().is_ident("cfg"))
+        .collect();
+    let output = match &sig.output {
+        ReturnType::Default => quote!(()),
+        ReturnType::Type(_, ty) => quote!(#ty),
+    };
+    let (names, types): (Vec<_>, Vec<_>) = sig
+        .inputs
+        .iter()
+        .filter_map(|input| match input {
+            syn::FnArg::Typed(typed) => Some(&typed.ty),
+            syn::FnArg::Receiver(_) => None,
+        })
+        .enumerate()
+        .map(|(index, ty)| (format_ident!("__tachyon_arg{}", index), ty))
+        .unzip();
+    let state = format_ident!("__TachyonS");
+    let generics = &sig.generics;
+    let where_clause = &sig.generics.where_clause;
+    quote! {
+        #(#outer)*
+        #(#cfgs)*
+        #[allow(unused_variables, clippy::all)]
+        #vis fn #name #generics (#(#names: #types),*) -> #krate::HandlerFuture<#name, #output>
+        #where_clause
+        {
+            #krate::HandlerFuture::new(::core::future::pending::<#output>())
+        }
+
+        #[doc(hidden)]
+        #(#cfgs)*
+        #[allow(non_camel_case_types, dead_code)]
+        #[derive(::core::clone::Clone, ::core::marker::Copy, ::core::fmt::Debug)]
+        #vis struct #name {}
+
+        #(#cfgs)*
+        #[allow(dead_code)]
+        impl #name {
+            #vis const PATH: &'static str = #path;
+
+            #vis fn route<#state>() -> #axum::routing::MethodRouter<#state>
+            where
+                #state: ::core::clone::Clone + ::core::marker::Send + ::core::marker::Sync + 'static,
+            {
+                #axum::routing::MethodRouter::new()
+            }
+        }
+
+        #(#cfgs)*
+        impl<#state> #krate::WebSocketRoute<#state> for #name
+        where
+            #state: ::core::clone::Clone + ::core::marker::Send + ::core::marker::Sync + 'static,
+        {
+            const PATH: &'static str = #path;
+
+            fn method_router() -> #axum::routing::MethodRouter<#state> {
+                #axum::routing::MethodRouter::new()
+            }
+        }
+    }
 }

@@ -2,7 +2,6 @@
 //! re-exports it and documents it; the generated code calls `tachyon` only.
 
 use proc_macro::TokenStream;
-use quote::ToTokens;
 
 mod expand;
 mod parse;
@@ -22,14 +21,18 @@ pub fn websocket(attribute: TokenStream, item: TokenStream) -> TokenStream {
             return output.into();
         }
     };
-    let expanded = syn::parse::<parse::Attribute>(attribute)
-        .and_then(|attribute| expand::expand(&attribute, function.clone()));
+    let attribute = syn::parse::<parse::Attribute>(attribute);
+    let expanded = attribute
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|attribute| expand::expand(attribute, function.clone()));
     match expanded {
         Ok(tokens) => tokens.into(),
         Err(error) => {
-            // Keep the function, so the one mistake is the only error.
+            // Keep the function and its route items (as stubs), so that the one mistake is the
+            // only error: `Tachyon::websocket(name)` and `name::PATH` still compile.
             let mut output = error.to_compile_error();
-            function.to_tokens(&mut output);
+            output.extend(expand::stub(attribute.ok().as_ref(), &function));
             output.into()
         }
     }

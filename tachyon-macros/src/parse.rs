@@ -37,6 +37,7 @@ macro_rules! settings {
 }
 
 settings!(
+    state,
     read_buffer_size,
     write_buffer_size,
     max_write_buffer_size,
@@ -57,6 +58,8 @@ pub(crate) struct Attribute {
     /// Settings for this handler, in the order written: the key (a `Settings` method) and its
     /// value.
     pub(crate) settings: Vec<(Ident, Expr)>,
+    /// `state = T`: the app state the extractor arguments are checked against.
+    pub(crate) state: Option<Type>,
 }
 
 impl Parse for Attribute {
@@ -74,6 +77,7 @@ impl Parse for Attribute {
         })?;
         let mut krate: Option<syn::Path> = None;
         let mut settings: Vec<(Ident, Expr)> = Vec::new();
+        let mut state: Option<Type> = None;
         while !input.is_empty() {
             input.parse::<Token![,]>()?;
             if input.is_empty() {
@@ -89,6 +93,14 @@ impl Parse for Attribute {
                 let value: LitStr = input.parse()?;
                 krate = Some(value.parse()?);
             } else if let Some(key) = parse_setting_key(&lookahead, input)? {
+                if key == "state" {
+                    if state.is_some() {
+                        return Err(syn::Error::new(key.span(), "`state` set multiple times"));
+                    }
+                    input.parse::<Token![=]>()?;
+                    state = Some(input.parse()?);
+                    continue;
+                }
                 if settings.iter().any(|(existing, _)| *existing == key) {
                     return Err(syn::Error::new(
                         key.span(),
@@ -105,6 +117,7 @@ impl Parse for Attribute {
             path,
             krate,
             settings,
+            state,
         })
     }
 }
@@ -141,6 +154,9 @@ pub(crate) enum Role {
     Socket,
     /// A path parameter, parsed with `FromStr`.
     PathParam(String),
+    /// A query parameter declared in the route, parsed with `FromStr`; `Some(inner)` for an
+    /// `Option<inner>` argument, which may be missing.
+    QueryParam(String, Option<Type>),
     /// An axum extractor.
     Extractor,
 }
@@ -173,6 +189,13 @@ impl Handler {
         let params = template
             .as_ref()
             .map_or(&[][..], |template| &template.params[..]);
+        let query = template
+            .as_ref()
+            .map_or(&[][..], |template| &template.query[..]);
+        // An axum `Path<T>` argument takes the path parameters itself.
+        let path_extractor = function.sig.inputs.iter().any(
+            |input| matches!(input, FnArg::Typed(typed) if last_segment_is(&typed.ty, "Path")),
+        );
         let mut arguments = Vec::new();
         let mut socket_seen = false;
         // Every argument's name, including those rejected for their type, so that one mistake
@@ -205,12 +228,15 @@ impl Handler {
             } else if let Some(name) = binding_name(&typed.pat).filter(|name| params.contains(name))
             {
                 Role::PathParam(name)
+            } else if let Some(name) = binding_name(&typed.pat).filter(|name| query.contains(name))
+            {
+                Role::QueryParam(name, option_inner(ty).cloned())
             } else {
                 let scalar = scalar_type(ty).filter(|_| template.is_some());
                 if let (Some(name), Some(scalar)) = (binding_name(&typed.pat), scalar) {
                     errors.push(
                         typed.pat.span(),
-                        not_a_param(&name, &scalar, &attribute.path.value(), params),
+                        not_a_param(&name, &scalar, &attribute.path.value(), params, query),
                     );
                     continue;
                 }
@@ -235,12 +261,25 @@ impl Handler {
             );
         }
         for param in params {
-            if !bound_names.contains(param) {
+            if !bound_names.contains(param) && !path_extractor {
                 errors.push(
                     attribute.path.span(),
                     format!(
                         "path parameter `{param}` has no argument: add `{param}: String` (or any \
-                         `FromStr` type) to the handler"
+                         `FromStr` type) to the handler, or take all path parameters with axum's \
+                         `Path<T>`"
+                    ),
+                );
+            }
+        }
+        for name in query {
+            if !bound_names.contains(name) {
+                errors.push(
+                    attribute.path.span(),
+                    format!(
+                        "query parameter `{name}` has no argument: add `{name}: Option<String>` \
+                         (optional) or `{name}: String` (required), or any `FromStr` type, to the \
+                         handler"
                     ),
                 );
             }
@@ -385,17 +424,74 @@ fn scalar_type(ty: &Type) -> Option<String> {
     None
 }
 
-fn not_a_param(name: &str, scalar: &str, path: &str, params: &[String]) -> String {
-    let known = if params.is_empty() {
-        format!("\"{path}\" has no path parameters")
+fn not_a_param(
+    name: &str,
+    scalar: &str,
+    path: &str,
+    params: &[String],
+    query: &[String],
+) -> String {
+    let all: Vec<String> = params
+        .iter()
+        .chain(query)
+        .map(|param| format!("`{param}`"))
+        .collect();
+    let known = if all.is_empty() {
+        format!("\"{path}\" declares no parameters")
     } else {
-        let list: Vec<String> = params.iter().map(|param| format!("`{param}`")).collect();
-        format!("the parameters of \"{path}\" are {}", list.join(", "))
+        format!("the parameters of \"{path}\" are {}", all.join(", "))
     };
+    let separator = if path.contains('?') { '&' } else { '?' };
     format!(
-        "argument `{name}: {scalar}` is not a path parameter ({known}): rename it to match one, \
-         or take the value through an extractor (`Query<T>` for the query string)"
+        "argument `{name}: {scalar}` is not a parameter of the route ({known}): rename it to \
+         match one, or declare it as a query parameter: `#[websocket(\"{path}{separator}<{name}>\")]`"
     )
+}
+
+/// Whether `ty`'s last path segment is `name` (`Path`, `axum::extract::Path`...).
+fn last_segment_is(ty: &Type, name: &str) -> bool {
+    match ty {
+        Type::Path(path) if path.qself.is_none() => path
+            .path
+            .segments
+            .last()
+            .is_some_and(|last| last.ident == name),
+        Type::Group(inner) => last_segment_is(&inner.elem, name),
+        Type::Paren(inner) => last_segment_is(&inner.elem, name),
+        _ => false,
+    }
+}
+
+/// The `T` of a `State<T>` argument.
+pub(crate) fn state_inner(ty: &Type) -> Option<&Type> {
+    let Type::Path(path) = ty else { return None };
+    let last = path.path.segments.last()?;
+    if path.qself.is_some() || last.ident != "State" {
+        return None;
+    }
+    let PathArguments::AngleBracketed(arguments) = &last.arguments else {
+        return None;
+    };
+    match arguments.args.first()? {
+        GenericArgument::Type(inner) => Some(inner),
+        _ => None,
+    }
+}
+
+/// The `T` of an `Option<T>` argument.
+fn option_inner(ty: &Type) -> Option<&Type> {
+    let Type::Path(path) = ty else { return None };
+    let last = path.path.segments.last()?;
+    if path.qself.is_some() || last.ident != "Option" {
+        return None;
+    }
+    let PathArguments::AngleBracketed(arguments) = &last.arguments else {
+        return None;
+    };
+    match arguments.args.first()? {
+        GenericArgument::Type(inner) => Some(inner),
+        _ => None,
+    }
 }
 
 /// The name an argument binds, if its pattern is a plain identifier.

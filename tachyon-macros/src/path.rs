@@ -7,10 +7,12 @@ use std::ops::Range;
 /// A checked route template.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Template {
-    /// The path in axum's syntax.
+    /// The path in axum's syntax (without the query part).
     pub(crate) axum_path: String,
-    /// The parameter names, in order.
+    /// The path parameter names, in order.
     pub(crate) params: Vec<String>,
+    /// The query parameter names declared after `?`, in order.
+    pub(crate) query: Vec<String>,
 }
 
 /// A mistake in a path: what is wrong, and the bytes of the path it is about.
@@ -32,8 +34,80 @@ impl std::fmt::Display for PathError {
     }
 }
 
-/// Checks `path` and converts it to axum's syntax.
-pub(crate) fn parse(path: &str) -> Result<Template, PathError> {
+/// Checks `template` (a path, then optionally `?<name>&<name>` or `?{name}&{name}` declaring query
+/// parameters) and converts the path to axum's syntax.
+pub(crate) fn parse(template: &str) -> Result<Template, PathError> {
+    let (path, query) = match template.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (template, None),
+    };
+    let mut parsed = parse_path(path)?;
+    if let Some(query) = query {
+        parsed.query = parse_query(query, path.len() + 1, &parsed.params)?;
+    }
+    Ok(parsed)
+}
+
+/// The declared query parameters; `start` is where `query` begins in the template.
+fn parse_query(
+    query: &str,
+    start: usize,
+    path_params: &[String],
+) -> Result<Vec<String>, PathError> {
+    let mut names: Vec<String> = Vec::new();
+    let mut offset = start;
+    for item in query.split('&') {
+        let at = offset..offset + item.len();
+        offset = at.end + 1;
+        let inner = item
+            .strip_prefix('<')
+            .and_then(|rest| rest.strip_suffix('>'))
+            .or_else(|| {
+                item.strip_prefix('{')
+                    .and_then(|rest| rest.strip_suffix('}'))
+            });
+        let Some(name) = inner else {
+            let at = if item.is_empty() {
+                at.start.saturating_sub(1)..at.start
+            } else {
+                at
+            };
+            return Err(PathError::new(
+                format!(
+                    "`{item}` is not a query parameter declaration: write `?<name>` (or \
+                     `?{{name}}`), and `&` between several"
+                ),
+                at,
+            ));
+        };
+        if let Some(bad) = first_non_identifier(name) {
+            let width = name[bad..].chars().next().map_or(1, char::len_utf8);
+            let from = at.start + 1 + bad;
+            return Err(PathError::new(
+                format!(
+                    "query parameter `{name}` must be a Rust identifier, to match an argument of \
+                     the handler by name"
+                ),
+                from..from + width,
+            ));
+        }
+        if names
+            .iter()
+            .chain(path_params)
+            .any(|existing| existing == name)
+        {
+            return Err(PathError::new(
+                format!("parameter `{name}` is declared twice: give each parameter its own name"),
+                at,
+            ));
+        }
+        names.push(name.to_owned());
+    }
+    Ok(names)
+}
+
+/// Checks the path part and converts it to axum's syntax.
+fn parse_path(path: &str) -> Result<Template, PathError> {
     if !path.starts_with('/') {
         let first = path.chars().next().map_or(0, char::len_utf8);
         return Err(PathError::new(
@@ -96,7 +170,11 @@ pub(crate) fn parse(path: &str) -> Result<Template, PathError> {
             }
         }
     }
-    Ok(Template { axum_path, params })
+    Ok(Template {
+        axum_path,
+        params,
+        query: Vec::new(),
+    })
 }
 
 struct Param<'a> {
@@ -198,6 +276,20 @@ fn first_non_identifier(name: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_parameters_are_declared_after_the_path() {
+        let template = parse("/ws/auth?<token>&{page}").expect("valid");
+        assert_eq!(template.axum_path, "/ws/auth");
+        assert_eq!(template.query, ["token", "page"]);
+        assert_eq!(ok("/ws/{room}?<token>").0, "/ws/{room}");
+        assert!(err("/ws?token").contains("not a query parameter declaration"));
+        assert!(err("/ws?<a>&").contains("not a query parameter declaration"));
+        assert!(err("/ws/{id}?<id>").contains("declared twice"));
+        assert!(err("/ws?<a>&<a>").contains("declared twice"));
+        assert_eq!(at("/ws?<a-b>"), "-");
+        assert_eq!(at("/ws?<a>&token"), "token");
+    }
 
     fn ok(path: &str) -> (String, Vec<String>) {
         let template = parse(path).unwrap_or_else(|error| panic!("{path}: {error}"));

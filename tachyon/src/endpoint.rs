@@ -7,7 +7,7 @@ use std::fmt::Display;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::ws::{self, WebSocketUpgrade};
@@ -38,6 +38,8 @@ pub struct Connection {
     parts: Parts,
     upgrade: WebSocketUpgrade,
     path_params: Params,
+    /// The query string's parameters, parsed on first use.
+    query: OnceLock<Params>,
     settings: Settings,
     shutdown: Option<Shutdown>,
 }
@@ -84,6 +86,7 @@ impl Connection {
             parts,
             upgrade,
             path_params,
+            query: OnceLock::new(),
             settings,
             shutdown,
         })
@@ -123,6 +126,55 @@ impl Connection {
         })
     }
 
+    /// Parses query parameter `name` (declared in the route) as a `T`, which is required.
+    ///
+    /// # Errors
+    /// `400` naming the parameter when it is missing or does not parse.
+    pub fn query_param<T>(&self, name: &str, type_name: &str) -> Result<T, Response>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        match self.optional_query_param(name, type_name)? {
+            Some(value) => Ok(value),
+            None => {
+                let body = format!(
+                    "Missing query parameter `{name}`: this endpoint needs `?{name}=...` (a \
+                     `{type_name}`)"
+                );
+                Err((StatusCode::BAD_REQUEST, body).into_response())
+            }
+        }
+    }
+
+    /// Parses query parameter `name` (declared in the route) as a `T`, if present.
+    ///
+    /// # Errors
+    /// `400` naming the parameter when it does not parse.
+    pub fn optional_query_param<T>(
+        &self,
+        name: &str,
+        type_name: &str,
+    ) -> Result<Option<T>, Response>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        let query = self.query.get_or_init(|| {
+            let uri = original_uri(&self.parts);
+            uri.query().map(Params::from_query).unwrap_or_default()
+        });
+        let Some(raw) = query.get(name) else {
+            return Ok(None);
+        };
+        raw.parse().map(Some).map_err(|error: T::Err| {
+            let body = format!(
+                "Invalid query parameter `{name}`: `{raw}` is not a valid `{type_name}` ({error})"
+            );
+            (StatusCode::BAD_REQUEST, body).into_response()
+        })
+    }
+
     /// Runs an axum extractor on the request.
     ///
     /// # Errors
@@ -152,6 +204,7 @@ impl Connection {
             path_params,
             settings,
             shutdown,
+            ..
         } = self;
         let mut parts = parts;
         let request = RequestHead::new(&mut parts, path_params);

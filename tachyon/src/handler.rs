@@ -20,10 +20,10 @@ use crate::error::{Error, WebSocketDisconnect};
 /// and is inferred. In plain axum, use the route the attribute generates:
 /// `axum::Router::new().route(handler::PATH, handler::route())`.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` is not a Tachyon WebSocket handler for state `{S}`",
-    label = "not a `#[websocket]` handler for this state",
-    note = "annotate an `async fn` that takes a `tachyon::WebSocket` with `#[tachyon::websocket(\"/path\")]`",
-    note = "if it is annotated, one of its arguments is neither the `WebSocket`, nor a path parameter (named like one), nor an axum extractor for state `{S}`: rename it after its path parameter, or make it an extractor; for `State<T>` arguments, build the app with `Tachyon::with_state(..)` holding that `T`"
+    message = "`{Self}` cannot be registered in an app whose state is `{S}`",
+    label = "an argument of this handler needs a state the app does not have, or it is not a `#[websocket]` handler",
+    note = "every extractor argument must work with the app's state `{S}`: a `State<T>` argument (see the signature above) needs the app built with `Tachyon::with_state(..)` holding a `T`, or `FromRef<{S}>` implemented for `T`",
+    note = "a plain function needs `#[tachyon::websocket(\"/path\")]` on an `async fn` that takes a `tachyon::WebSocket`"
 )]
 pub trait WebSocketHandler<S, Args>: Sized {
     /// The route's path, in axum's syntax (`/ws/{room_id}`).
@@ -113,6 +113,19 @@ impl_websocket_handler!(
 impl_websocket_handler!(
     A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12, A13, A14, A15, A16
 );
+
+/// An argument that axum can extract with state `S`. `#[websocket]` checks each extractor argument
+/// against the handler's state (from its `State<T>` argument, or `state = T`), so that a mistake
+/// is reported on the argument. Implemented for every `FromRequestParts<S>`.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "handler argument `{Self}` cannot be extracted with this handler's state `{S}`",
+    label = "not an extractor for state `{S}`",
+    note = "the handler's state is `{S}` (from its `State<{S}>` argument or the attribute's `state = ..`): an argument that needs another state must get it from this one (implement `FromRef<{S}>` for it), or the handler must take the state the argument needs"
+)]
+pub trait Extractor<S> {}
+
+impl<T, S> Extractor<S> for T where T: axum::extract::FromRequestParts<S> {}
 
 /// The return types a `#[websocket]` handler may have: `()`, or `Result<(), E>` where `E`
 /// displays (`tachyon::Result<()>`, `anyhow::Result<()>`, `Result<(), String>`...).

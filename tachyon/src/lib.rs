@@ -100,5 +100,6 @@ pub mod __private {
     pub use axum;
 
     pub use crate::endpoint::Connection;
+    pub use crate::handler::Extractor;
     pub use crate::settings::Settings;
 }

@@ -6,4 +6,8 @@ async fn room(mut ws: WebSocket, room_id: String, room: String) -> tachyon::Resu
     ws.send_text(format!("{room_id} {room}")).await
 }
 
-fn main() {}
+fn main() {
+    // The function and its route are still there: no second error for using them.
+    let _ = tachyon::Tachyon::new().websocket(room);
+    let _ = room::PATH;
+}

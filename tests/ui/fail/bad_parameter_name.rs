@@ -5,4 +5,8 @@ async fn chat(mut ws: WebSocket) -> tachyon::Result<()> {
     ws.accept().await
 }
 
-fn main() {}
+fn main() {
+    // The function and its route are still there: no second error for using them.
+    let _ = tachyon::Tachyon::new().websocket(chat);
+    let _ = chat::PATH;
+}

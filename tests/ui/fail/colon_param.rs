@@ -7,6 +7,7 @@ async fn old_syntax(mut ws: WebSocket, id: u64) -> tachyon::Result<()> {
 }
 
 fn main() {
-    // The function is still there: no second error for using it.
-    let _ = old_syntax;
+    // The function and its route are still there: no second error for using them.
+    let _ = tachyon::Tachyon::new().websocket(old_syntax);
+    let _ = old_syntax::PATH;
 }

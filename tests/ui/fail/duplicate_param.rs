@@ -6,4 +6,8 @@ async fn pair(mut ws: WebSocket, id: u64) -> tachyon::Result<()> {
     ws.accept().await
 }
 
-fn main() {}
+fn main() {
+    // The function and its route are still there: no second error for using them.
+    let _ = tachyon::Tachyon::new().websocket(pair);
+    let _ = pair::PATH;
+}

@@ -9,4 +9,5 @@ async fn generic<T: Default>(mut ws: WebSocket) -> tachyon::Result<()> {
 fn main() {
     // The function is still there: no second error for using it.
     let _ = generic::<u8>;
+    let _ = generic::PATH;
 }

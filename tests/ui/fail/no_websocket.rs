@@ -7,6 +7,7 @@ async fn no_socket(id: u64) -> tachyon::Result<()> {
 }
 
 fn main() {
-    // The function is still there: no second error for using it.
-    let _ = no_socket;
+    // The function and its route are still there: no second error for using them.
+    let _ = tachyon::Tachyon::new().websocket(no_socket);
+    let _ = no_socket::PATH;
 }

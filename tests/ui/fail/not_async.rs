@@ -7,6 +7,7 @@ fn blocking(ws: WebSocket) -> tachyon::Result<()> {
 }
 
 fn main() {
-    // The function is still there: no second error for using it.
-    let _ = blocking;
+    // The function and its route are still there: no second error for using them.
+    let _ = tachyon::Tachyon::new().websocket(blocking);
+    let _ = blocking::PATH;
 }

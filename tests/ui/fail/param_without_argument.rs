@@ -6,6 +6,7 @@ async fn room(mut ws: WebSocket) -> tachyon::Result<()> {
 }
 
 fn main() {
-    // The function is still there: no second error for using it.
-    let _ = room;
+    // The function and its route are still there: no second error for using them.
+    let _ = tachyon::Tachyon::new().websocket(room);
+    let _ = room::PATH;
 }

@@ -6,4 +6,8 @@ async fn secure(mut ws: WebSocket, token: Option<String>) -> tachyon::Result<()>
     ws.accept().await
 }
 
-fn main() {}
+fn main() {
+    // The function and its route are still there: no second error for using them.
+    let _ = tachyon::Tachyon::new().websocket(secure);
+    let _ = secure::PATH;
+}

@@ -7,6 +7,7 @@ async fn borrowed(mut ws: WebSocket, name: &str) -> tachyon::Result<()> {
 }
 
 fn main() {
-    // The function is still there: no second error for using it.
-    let _ = borrowed;
+    // The function and its route are still there: no second error for using them.
+    let _ = tachyon::Tachyon::new().websocket(borrowed);
+    let _ = borrowed::PATH;
 }

@@ -6,5 +6,7 @@ async fn upload(mut ws: WebSocket) -> tachyon::Result<()> {
 }
 
 fn main() {
+    // The function and its route are still there: no second error for using them.
+    let _ = tachyon::Tachyon::new().websocket(upload);
     let _ = upload::PATH;
 }

@@ -6,4 +6,8 @@ async fn unbalanced(mut ws: WebSocket, id: u64) -> tachyon::Result<()> {
     ws.accept().await
 }
 
-fn main() {}
+fn main() {
+    // The function and its route are still there: no second error for using them.
+    let _ = tachyon::Tachyon::new().websocket(unbalanced);
+    let _ = unbalanced::PATH;
+}
