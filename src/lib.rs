@@ -1,1 +1,3 @@
-//! Examples and integration tests of the tachyon workspace; nothing to use here.
+//! Examples and integration tests of the tachyon workspace; nothing to use here. The
+//! repository's README is compiled below, so that its examples stay true.
+#![doc = include_str!("../README.md")]

@@ -1,4 +1,4 @@
-#![doc = include_str!("../../README.md")]
+#![doc = include_str!("../README.md")]
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 // Dependencies run one way: settings, errors, close codes and messages at the bottom; the
