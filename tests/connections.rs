@@ -437,6 +437,8 @@ async fn shutdown_delivers_what_is_queued_then_closes_every_connection_with_1001
         }
         let (code, reason) = close_of(client).await;
         assert_eq!((code, reason.as_str()), (1001, "server shutting down"));
+        // Polling once more sends the close reply and sees the end.
+        assert!(within("the end", client.next()).await.is_none());
     }
     for _ in 0..100 {
         assert_eq!(reports.next().await, "ServerShutdown 1001");

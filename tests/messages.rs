@@ -350,13 +350,26 @@ async fn fails(mut ws: WebSocket, length: usize) -> Result<(), String> {
     Err("é".repeat(length))
 }
 
+#[websocket("/fails-openly/{length}", expose_errors = true)]
+async fn fails_openly(mut ws: WebSocket, length: usize) -> Result<(), String> {
+    ws.accept().await.map_err(|error| error.to_string())?;
+    Err("é".repeat(length))
+}
+
 #[tokio::test]
-async fn an_error_after_accept_closes_with_1011_and_the_error_text() {
+async fn an_error_after_accept_closes_with_1011_and_a_generic_reason() {
     let server = server(Tachyon::new().websocket(fails));
     let mut ws = connect(&server, "/fails/3").await;
+    assert_eq!(expect_close(&mut ws, 1011).await, "internal error");
+}
+
+#[tokio::test]
+async fn with_expose_errors_the_error_text_is_the_reason() {
+    let server = server(Tachyon::new().websocket(fails_openly));
+    let mut ws = connect(&server, "/fails-openly/3").await;
     assert_eq!(expect_close(&mut ws, 1011).await, "ééé");
     // A long error is cut to the 123 bytes a close frame holds, on a character boundary.
-    let mut ws = connect(&server, "/fails/200").await;
+    let mut ws = connect(&server, "/fails-openly/200").await;
     let reason = expect_close(&mut ws, 1011).await;
     assert_eq!(reason, "é".repeat(61));
     assert_eq!(reason.len(), 122);

@@ -107,8 +107,8 @@ async fn text_sent_to_the_bytes_route_fails_the_handler_with_1011() {
     let server = server(tour::app());
     let mut ws = connect(&server, "/ws/bytes").await;
     within("sending", ws.send_text("not bytes")).await;
-    let reason = expect_close(&mut ws, 1011).await;
-    assert!(reason.contains("expected a binary message"), "{reason}");
+    // Why goes to the log; the client gets a generic reason.
+    assert_eq!(expect_close(&mut ws, 1011).await, "internal error");
 }
 
 #[tokio::test]
@@ -173,8 +173,7 @@ async fn close_route_closes_with_the_requested_code() {
 async fn close_route_turns_an_unsendable_code_into_1011() {
     let server = server(tour::app());
     let mut ws = connect(&server, "/ws/close/1006").await;
-    let reason = expect_close(&mut ws, 1011).await;
-    assert!(reason.contains("1006 cannot be sent"), "{reason}");
+    assert_eq!(expect_close(&mut ws, 1011).await, "internal error");
 }
 
 #[tokio::test]

@@ -117,16 +117,16 @@ pub(crate) fn expand(attribute: &Attribute, function: ItemFn) -> syn::Result<Tok
         None => quote!(),
     };
     let connection = format_ident!("__tachyon_connection");
-    // The handler's own settings, over those of the app and its routers. Each call is spanned
-    // at its key, so a value of the wrong type is reported there.
-    let settings = if attribute.settings.is_empty() {
-        quote!()
-    } else {
-        let calls = attribute
-            .settings
-            .iter()
-            .map(|(key, value)| quote_spanned!(key.span()=> .#key(#value)));
-        quote!(.settings(&#private::Settings::new() #(#calls)*))
+    // The handler's own settings, over those of the app and its routers, built once in a static
+    // (its connection limit, if any, is shared by all requests). Each call is spanned at its
+    // key, so a value of the wrong type is reported there.
+    let calls = attribute
+        .settings
+        .iter()
+        .map(|(key, value)| quote_spanned!(key.span()=> .#key(#value)));
+    let settings = quote! {
+        static __TACHYON_SETTINGS: #private::LazyLock<#private::Settings> =
+            #private::LazyLock::new(|| #private::Settings::new() #(#calls)*);
     };
     let mut extractions = Vec::new();
     let mut call = Vec::new();
@@ -256,12 +256,20 @@ pub(crate) fn expand(attribute: &Attribute, function: ItemFn) -> syn::Result<Tok
             where
                 #bounds
             {
-                #axum::routing::get(
+                // `any`, not `get`: an HTTP/2 WebSocket handshake is a `CONNECT` (RFC 8441).
+                #axum::routing::any(
                     |#axum::extract::State(__tachyon_state): #axum::extract::State<#state>,
                      __tachyon_request: #axum::extract::Request| async move {
+                        #settings
                         let #mutability #connection =
-                            match #private::Connection::start(__tachyon_request, &__tachyon_state).await {
-                                ::core::result::Result::Ok(connection) => connection #settings,
+                            match #private::Connection::start(
+                                __tachyon_request,
+                                &__tachyon_state,
+                                &__TACHYON_SETTINGS,
+                            )
+                            .await
+                            {
+                                ::core::result::Result::Ok(connection) => connection,
                                 ::core::result::Result::Err(response) => return response,
                             };
                         #(#extractions)*

@@ -49,6 +49,11 @@ settings!(
     keepalive_interval,
     keepalive_timeout,
     idle_timeout,
+    origins,
+    allowed_origins,
+    max_connections,
+    expose_errors,
+    browser_readable_rejections,
 );
 
 /// `#[websocket("/path", crate = "path::to::tachyon", max_message_size = 1 << 24, ...)]`.

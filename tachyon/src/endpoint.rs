@@ -13,7 +13,7 @@ use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::ws::{self, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
 use tokio::sync::oneshot;
@@ -24,9 +24,10 @@ use crate::connection::outcome::Outcome;
 use crate::connection::{self, Shared};
 use crate::handler::Failure;
 use crate::handshake::{Accept, Decision, RequestHead, original_uri, upgrade_required};
+use crate::origin;
 use crate::params::Params;
 use crate::sender::Sender;
-use crate::settings::{Config, Settings};
+use crate::settings::{Admission, Config, Settings};
 use crate::shutdown::{Registration, Shutdown};
 use crate::socket::WebSocket;
 
@@ -42,6 +43,8 @@ pub struct Connection {
     query: OnceLock<Params>,
     settings: Settings,
     shutdown: Option<Shutdown>,
+    /// Its places under the connection limits, held for the connection's life.
+    admission: Admission,
 }
 
 #[allow(
@@ -50,29 +53,54 @@ pub struct Connection {
               rejections are as large)"
 )]
 impl Connection {
-    /// Checks that the request is a WebSocket handshake and reads the path parameters and the
-    /// settings of the layers around the route.
+    /// Checks that the request is a WebSocket handshake this route admits, and reads the path
+    /// parameters. `handler` is the handler's own settings (its attribute's options), applied
+    /// over those of the layers around the route. Nothing of the handler, not even its
+    /// extractors, runs for a request refused here.
     ///
     /// # Errors
     /// The response to send instead: `426` for a plain HTTP request, axum's rejection for a
-    /// malformed handshake, `503` once the server is shutting down.
-    pub async fn start<S: Send + Sync>(request: Request, state: &S) -> Result<Self, Response> {
+    /// malformed handshake, `403` for a page of another site, `503` when the server is shutting
+    /// down or the route is at its connection limit.
+    pub async fn start<S: Send + Sync>(
+        request: Request,
+        state: &S,
+        handler: &Settings,
+    ) -> Result<Self, Response> {
         let (mut parts, _body) = request.into_parts();
+        // The route takes any method, for HTTP/2's `CONNECT`; the rest are not handshakes.
+        if parts.method != Method::GET && parts.method != Method::CONNECT {
+            return Err(method_not_allowed(original_uri(&parts).path()));
+        }
         let shutdown = parts.extensions.get::<Shutdown>().cloned();
         if shutdown.as_ref().is_some_and(Shutdown::is_started) {
             return Err(shutting_down());
         }
-        let settings = parts
-            .extensions
-            .get::<Settings>()
-            .cloned()
-            .unwrap_or_default();
+        let settings = match parts.extensions.get::<Settings>() {
+            Some(layers) => layers.clone().merge(handler),
+            None => handler.clone(),
+        };
         let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, state).await {
             Ok(upgrade) => upgrade,
             Err(_) if !parts.headers.contains_key(header::UPGRADE) => {
                 return Err(upgrade_required(original_uri(&parts).path()));
             }
             Err(rejection) => return Err(rejection.into_response()),
+        };
+        let origin = parts
+            .headers
+            .get(header::ORIGIN)
+            .map(|value| value.to_str().unwrap_or("(not text)"));
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|value| value.to_str().ok())
+            .or_else(|| parts.uri.authority().map(|authority| authority.as_str()));
+        if let Err(why) = origin::check(origin, host, settings.origin_policy()) {
+            return Err((StatusCode::FORBIDDEN, why).into_response());
+        }
+        let Some(admission) = settings.admit() else {
+            return Err(at_capacity());
         };
         let path_params = match RawPathParams::from_request_parts(&mut parts, state).await {
             Ok(raw) => raw
@@ -89,14 +117,8 @@ impl Connection {
             query: OnceLock::new(),
             settings,
             shutdown,
+            admission,
         })
-    }
-
-    /// Applies the handler's own settings (the attribute's options) over the wider ones.
-    #[must_use]
-    pub fn settings(mut self, handler: &Settings) -> Self {
-        self.settings = self.settings.merge(handler);
-        self
     }
 
     /// Parses path parameter `name` as a `T` (written `type_name` in the handler).
@@ -204,13 +226,15 @@ impl Connection {
             path_params,
             settings,
             shutdown,
+            admission,
             ..
         } = self;
         let mut parts = parts;
-        let request = RequestHead::new(&mut parts, path_params);
+        let mut request = RequestHead::new(&mut parts, path_params);
         drop(parts);
         let uri = request.uri.clone();
         let config = settings.resolve();
+        request.readable_rejections = config.readable_rejections;
         let (decision_tx, mut decision_rx) = oneshot::channel();
         let (socket_tx, socket_rx) = oneshot::channel();
         let socket = WebSocket::new(request, decision_tx, socket_rx);
@@ -230,7 +254,12 @@ impl Connection {
                     }
                     // It asked to accept, then gave up waiting: upgrade and close at once.
                     Ok(Decision::Accept(accept)) => {
-                        let connection = Box::new(Upgraded { config, shutdown, uri });
+                        let connection = Box::new(Upgraded {
+                            config,
+                            shutdown,
+                            uri,
+                            admission,
+                        });
                         respond_upgrade(upgrade, accept, &config, move |socket| {
                             connection.start(socket, None, std::future::ready(outcome))
                         })
@@ -247,6 +276,7 @@ impl Connection {
                     config,
                     shutdown,
                     uri,
+                    admission,
                 });
                 respond_upgrade(upgrade, accept, &config, move |socket| {
                     connection.start(socket, Some(socket_tx), handler.map(Outcome::new))
@@ -267,6 +297,7 @@ struct Upgraded {
     config: Config,
     shutdown: Option<Shutdown>,
     uri: Uri,
+    admission: Admission,
 }
 
 impl Upgraded {
@@ -279,7 +310,7 @@ impl Upgraded {
         socket: ws::WebSocket,
         handler_socket: Option<oneshot::Sender<Sender>>,
         handler: H,
-    ) -> Run<H, Option<Registration>>
+    ) -> Run<H, (Option<Registration>, Admission)>
     where
         H: Future<Output = Outcome>,
     {
@@ -287,6 +318,7 @@ impl Upgraded {
             config,
             shutdown,
             uri,
+            admission,
         } = *self;
         let shared = Shared::new(&config);
         let registration = shutdown.map(|shutdown| shutdown.register(&shared));
@@ -300,7 +332,7 @@ impl Upgraded {
             // The handler ended, or dropped its socket while accepting: nobody holds it.
             shared.release_socket();
         }
-        connection::run(handler, driver, uri, registration)
+        connection::run(handler, driver, uri, (registration, admission))
     }
 }
 
@@ -332,6 +364,29 @@ where
         response.headers_mut().append(name, value);
     }
     response
+}
+
+/// `405 Method Not Allowed`, for a method that cannot open a WebSocket.
+fn method_not_allowed(path: &str) -> Response {
+    let body = format!(
+        "`{path}` is a WebSocket endpoint: open it with a WebSocket client (a `GET` with \
+         `Upgrade: websocket`)"
+    );
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, HeaderValue::from_static("GET"))],
+        body,
+    )
+        .into_response()
+}
+
+/// `503 Service Unavailable`, for a handshake beyond a connection limit.
+fn at_capacity() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "this WebSocket endpoint is at its connection limit: try again later",
+    )
+        .into_response()
 }
 
 /// `503 Service Unavailable`, for a handshake that arrives during shutdown.

@@ -74,6 +74,8 @@ pub(crate) struct RequestHead {
     pub(crate) query_params: Params,
     /// The subprotocol the handler accepted with.
     pub(crate) subprotocol: Option<String>,
+    /// `close` before `accept` completes the handshake and sends a close frame, not `403`.
+    pub(crate) readable_rejections: bool,
 }
 
 /// The request's headers: as hyper parsed them while the handshake is open, then (an accepted
@@ -102,6 +104,7 @@ impl RequestHead {
             path_params,
             query_params,
             subprotocol: None,
+            readable_rejections: false,
         }
     }
 

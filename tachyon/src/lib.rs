@@ -11,10 +11,12 @@ mod error;
 mod handler;
 mod handshake;
 mod message;
+mod origin;
 mod params;
 mod rooms;
 mod routing;
 mod sender;
+mod serve;
 mod settings;
 mod shutdown;
 mod socket;
@@ -33,9 +35,10 @@ pub use crate::error::{
 pub use crate::handler::{Failure, HandlerFuture, HandlerReturn, WebSocketHandler, WebSocketRoute};
 pub use crate::handshake::Accept;
 pub use crate::message::Message;
+pub use crate::origin::{OriginPattern, Origins};
 pub use crate::params::Params;
 pub use crate::rooms::{Broadcast, Delivery, Rooms, RoomsBuilder, SlowMember};
-pub use crate::routing::{Router, Tachyon};
+pub use crate::routing::{DEFAULT_HANDSHAKE_TIMEOUT, Router, Tachyon};
 pub use crate::sender::Sender;
 pub use crate::settings::{
     DEFAULT_CLOSE_TIMEOUT, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT,
@@ -101,5 +104,7 @@ pub mod __private {
 
     pub use crate::endpoint::Connection;
     pub use crate::handler::Extractor;
+    pub use std::sync::LazyLock;
+
     pub use crate::settings::Settings;
 }

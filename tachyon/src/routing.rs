@@ -3,9 +3,8 @@
 //! Both turn into a plain `axum::Router`, so axum's HTTP routes, state and tower layers work
 //! beside the WebSocket routes.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Extension;
@@ -15,6 +14,9 @@ use tokio::net::{TcpListener, ToSocketAddrs};
 use crate::handler::WebSocketHandler;
 use crate::settings::Settings;
 use crate::shutdown::{DEFAULT_SHUTDOWN_TIMEOUT, Shutdown};
+
+/// The default of [`Tachyon::handshake_timeout`]: 10 s.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A group of WebSocket handlers under a common prefix, like FastAPI's `APIRouter`.
 ///
@@ -171,6 +173,7 @@ pub struct Tachyon<S = ()> {
     settings: Settings,
     shutdown: Shutdown,
     shutdown_timeout: Duration,
+    handshake_timeout: Duration,
 }
 
 impl Tachyon<()> {
@@ -199,6 +202,7 @@ where
             settings: Settings::new(),
             shutdown: Shutdown::new(),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
 
@@ -217,6 +221,22 @@ where
     /// ```
     pub fn settings(mut self, settings: Settings) -> Self {
         self.settings = self.settings.merge(&settings);
+        self
+    }
+
+    /// How long a client may take to send its whole request head, once connected, before
+    /// [`serve`](Self::serve) closes the connection. Default 10 s: a client that sends half a
+    /// head and then nothing costs a connection for only that long.
+    ///
+    /// An app served by axum's or hyper's own server gets the same from hyper-util's builder:
+    ///
+    /// ```ignore
+    /// let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    /// builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
+    /// builder.http2().enable_connect_protocol(); // WebSockets over HTTP/2
+    /// ```
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
         self
     }
 
@@ -286,7 +306,9 @@ where
 
     /// Serves the application on `addr` until Ctrl-C or SIGTERM, then shuts down gracefully
     /// (see [`serve_with_graceful_shutdown`](Self::serve_with_graceful_shutdown)). Handlers can
-    /// take the peer's address as `ConnectInfo<SocketAddr>`.
+    /// take the peer's address as `ConnectInfo<SocketAddr>`. HTTP/1.1 and HTTP/2 (with
+    /// WebSockets over HTTP/2, RFC 8441) are served; a client that does not send its request
+    /// head within [`handshake_timeout`](Self::handshake_timeout) is disconnected.
     ///
     /// # Errors
     /// If `addr` cannot be bound, or the server fails.
@@ -323,14 +345,16 @@ where
         F: Future<Output = ()> + Send + 'static,
     {
         let shutdown = self.shutdown.clone();
-        let timeout = self.shutdown_timeout;
-        let app = self
-            .into_router()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.clone().after(signal))
-            .into_future()
-            .await?;
+        let (timeout, handshake_timeout) = (self.shutdown_timeout, self.handshake_timeout);
+        let signal = shutdown.clone().after(signal);
+        crate::serve::serve(
+            listener,
+            self.into_router(),
+            signal,
+            handshake_timeout,
+            timeout,
+        )
+        .await?;
         shutdown.wait(timeout).await;
         Ok(())
     }

@@ -5,12 +5,17 @@
 //! settings, then each router's, then the handler's attribute options, then the defaults for
 //! whatever is still unset. As a tower layer it does the same for plain axum routers.
 
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::http::Request;
 use tower_layer::Layer;
 use tower_service::Service;
+
+use crate::origin::{OriginPattern, Origins};
 
 /// The default of [`Settings::read_buffer_size`]: 4 KiB.
 pub const DEFAULT_READ_BUFFER_SIZE: usize = 4 * 1024;
@@ -62,6 +67,10 @@ pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// | [`keepalive_interval`](Self::keepalive_interval) | 20 s | silence before a ping |
 /// | [`keepalive_timeout`](Self::keepalive_timeout) | 20 s | the wait for the pong (then close 1011) |
 /// | [`idle_timeout`](Self::idle_timeout) | off | time without a data message (then close 1001) |
+/// | [`allowed_origins`](Self::allowed_origins) | the request's host | pages that may connect (others: `403`) |
+/// | [`max_connections`](Self::max_connections) | unlimited | open connections (beyond: `503`) |
+/// | [`expose_errors`](Self::expose_errors) | off | a handler's error text in its 1011 close |
+/// | [`browser_readable_rejections`](Self::browser_readable_rejections) | off | `close` before `accept` as a close frame, not `403` |
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[must_use]
 pub struct Settings {
@@ -76,6 +85,11 @@ pub struct Settings {
     keepalive_interval: Option<Option<Duration>>,
     keepalive_timeout: Option<Duration>,
     idle_timeout: Option<Option<Duration>>,
+    origins: Option<Origins>,
+    expose_errors: Option<bool>,
+    readable_rejections: Option<bool>,
+    /// Every level's limit applies, not only the most specific one.
+    limits: Vec<ConnectionLimit>,
 }
 
 impl Settings {
@@ -162,9 +176,71 @@ impl Settings {
         self
     }
 
-    /// These settings, with every value that `inner` sets replaced by `inner`'s.
+    /// Which web pages may open a connection, by their `Origin` header, besides pages of the
+    /// request's own host: exact hosts (`"app.example.com"`, `"https://app.example.com:8443"`)
+    /// or every subdomain (`"*.example.com"`). A handshake from any other page gets `403`
+    /// before the handler runs; clients that send no `Origin` (not browsers) always pass.
+    ///
+    /// The default allows only the request's own host: browsers apply no CORS to WebSockets,
+    /// so without this check any site could open a connection with its visitors' cookies.
+    pub fn allowed_origins<I>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<OriginPattern>,
+    {
+        self.origins = Some(Origins::List(origins.into_iter().map(Into::into).collect()));
+        self
+    }
+
+    /// Lets pages from any site open a connection (for a public endpoint that authenticates in
+    /// its own way, not with cookies).
+    pub fn allow_any_origin(self) -> Self {
+        self.origins(Origins::Any)
+    }
+
+    /// The origin policy as a value, for the attribute:
+    /// `#[websocket("/public", origins = Origins::Any)]`.
+    pub fn origins(mut self, origins: Origins) -> Self {
+        self.origins = Some(origins);
+        self
+    }
+
+    /// At most `max` connections open at once through this level (app, router or handler);
+    /// beyond it the handshake gets `503` and the handler does not run. Each level's limit
+    /// applies: an app limit and a route limit both hold.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.limits = vec![ConnectionLimit::new(max)];
+        self
+    }
+
+    /// Sends a failed handler's error text to the client as the reason of its 1011 close (cut to
+    /// 123 bytes). Off by default: the client gets `internal error` and the text goes to the
+    /// log only, since an error's text (a database's, say) is not for strangers. For
+    /// development.
+    pub fn expose_errors(mut self, expose: bool) -> Self {
+        self.expose_errors = Some(expose);
+        self
+    }
+
+    /// Makes `close(code)` before `accept` complete the handshake and then close with that code
+    /// and reason, instead of answering `403`. Browsers never show a page the HTTP status of a
+    /// refused handshake (it sees 1006), but they do show a close code: with this on, the
+    /// page's `onclose` sees `4001`. Off by default.
+    pub fn browser_readable_rejections(mut self, readable: bool) -> Self {
+        self.readable_rejections = Some(readable);
+        self
+    }
+
+    /// These settings, with every value that `inner` sets replaced by `inner`'s (connection
+    /// limits add up: all of them apply).
     pub fn merge(self, inner: &Self) -> Self {
+        let mut limits = self.limits;
+        limits.extend(inner.limits.iter().cloned());
         Self {
+            origins: inner.origins.clone().or(self.origins),
+            expose_errors: inner.expose_errors.or(self.expose_errors),
+            readable_rejections: inner.readable_rejections.or(self.readable_rejections),
+            limits,
             read_buffer_size: inner.read_buffer_size.or(self.read_buffer_size),
             write_buffer_size: inner.write_buffer_size.or(self.write_buffer_size),
             max_write_buffer_size: inner.max_write_buffer_size.or(self.max_write_buffer_size),
@@ -196,7 +272,93 @@ impl Settings {
                 .unwrap_or(Some(DEFAULT_KEEPALIVE_INTERVAL)),
             keepalive_timeout: self.keepalive_timeout.unwrap_or(DEFAULT_KEEPALIVE_TIMEOUT),
             idle_timeout: self.idle_timeout.unwrap_or(None),
+            expose_errors: self.expose_errors.unwrap_or(false),
+            readable_rejections: self.readable_rejections.unwrap_or(false),
         }
+    }
+
+    /// The origin policy in force.
+    pub(crate) fn origin_policy(&self) -> &Origins {
+        static SAME_HOST: Origins = Origins::SameHost;
+        self.origins.as_ref().unwrap_or(&SAME_HOST)
+    }
+
+    /// Takes a place under every connection limit, or none if one is full.
+    pub(crate) fn admit(&self) -> Option<Admission> {
+        let mut taken = Vec::with_capacity(self.limits.len());
+        for limit in &self.limits {
+            if !limit.take() {
+                // Dropping `taken` gives back the places already taken.
+                return None;
+            }
+            taken.push(Place(limit.clone()));
+        }
+        Some(Admission(taken))
+    }
+}
+
+/// A limit on open connections, shared by every request through the level that set it.
+#[derive(Clone)]
+struct ConnectionLimit(Arc<LimitState>);
+
+struct LimitState {
+    max: usize,
+    open: AtomicUsize,
+}
+
+impl ConnectionLimit {
+    fn new(max: usize) -> Self {
+        Self(Arc::new(LimitState {
+            max,
+            open: AtomicUsize::new(0),
+        }))
+    }
+
+    fn take(&self) -> bool {
+        self.0
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < self.0.max).then_some(open + 1)
+            })
+            .is_ok()
+    }
+}
+
+impl PartialEq for ConnectionLimit {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for ConnectionLimit {}
+
+impl fmt::Debug for ConnectionLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{} open",
+            self.0.open.load(Ordering::Relaxed),
+            self.0.max
+        )
+    }
+}
+
+/// One place taken under a limit, given back when dropped.
+struct Place(ConnectionLimit);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The places a connection holds under every limit; dropped when the connection ends (or the
+/// handshake is refused), which frees them.
+pub(crate) struct Admission(Vec<Place>);
+
+impl fmt::Debug for Admission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Admission({} limits)", self.0.len())
     }
 }
 
@@ -214,6 +376,8 @@ pub(crate) struct Config {
     pub(crate) keepalive_interval: Option<Duration>,
     pub(crate) keepalive_timeout: Duration,
     pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) expose_errors: bool,
+    pub(crate) readable_rejections: bool,
 }
 
 impl<S> Layer<S> for Settings {

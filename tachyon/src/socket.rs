@@ -362,7 +362,9 @@ impl WebSocket {
     // --- Closing -------------------------------------------------------------------------------
 
     /// Closes with `code` and no reason, after the messages already queued. Before `accept`, this
-    /// rejects the handshake with `403 Forbidden` instead (what Starlette-based servers do).
+    /// rejects the handshake with `403 Forbidden` instead (what Starlette-based servers do), or,
+    /// with [`Settings::browser_readable_rejections`](crate::Settings::browser_readable_rejections),
+    /// accepts and closes with `code` so that a browser's `onclose` sees it.
     ///
     /// It returns once the close frame is queued; the connection then completes the close
     /// handshake on its own, within [`Settings::close_timeout`](crate::Settings::close_timeout).
@@ -396,6 +398,11 @@ impl WebSocket {
         if matches!(self.state, State::Accepting(_)) {
             // An `accept` was dropped half-way: finish it, then close the connection. Boxed, as
             // it is rare and the close future lives in every handler's future.
+            Box::pin(self.accept()).await?;
+        }
+        if matches!(self.state, State::Pending { .. }) && self.request.readable_rejections {
+            // A browser hides a refused handshake's status but shows a close code: accept,
+            // then close with the code.
             Box::pin(self.accept()).await?;
         }
         match mem::replace(&mut self.state, State::Rejected) {

@@ -46,6 +46,8 @@ pub(crate) struct Driver {
     phase: Phase,
     /// The close to send for the handler's outcome once its `WebSocket` is gone.
     finish: Option<(CloseCode, String)>,
+    /// Whether a failed handler's error text goes to the client.
+    expose_errors: bool,
 }
 
 impl Driver {
@@ -59,6 +61,7 @@ impl Driver {
             unflushed: false,
             phase: Phase::Open,
             finish: None,
+            expose_errors: config.expose_errors,
         }
     }
 
@@ -361,7 +364,7 @@ impl<H: Future<Output = Outcome>, G> Future for Run<H, G> {
                 this.handler = None;
                 let gone = this.driver.shared.ending();
                 outcome.log(&this.uri, gone.as_ref());
-                this.driver.finish = Some(outcome.close_frame());
+                this.driver.finish = Some(outcome.close_frame(this.driver.expose_errors));
                 // The socket may still be alive elsewhere: it then closes normally once dropped.
                 if this.driver.shared.socket_alive() {
                     this.driver.finish = Some((CloseCode::NORMAL, String::new()));

@@ -64,13 +64,17 @@ impl Outcome {
         }
     }
 
-    /// The close frame for an accepted connection: 1000 after success, 1011 with the error text
-    /// after a failure, 1011 after a panic.
-    pub(crate) fn close_frame(&self) -> (CloseCode, String) {
+    /// The close frame for an accepted connection: 1000 after success, 1011 after a failure or a
+    /// panic, with a generic reason unless `expose_errors` (then the error text).
+    pub(crate) fn close_frame(&self, expose_errors: bool) -> (CloseCode, String) {
         match self {
             Self::Completed => (CloseCode::NORMAL, String::new()),
-            Self::Failed(failure) => (CloseCode::INTERNAL_ERROR, failure.to_string()),
-            Self::Panicked(_) => (CloseCode::INTERNAL_ERROR, "internal error".to_owned()),
+            Self::Failed(failure) if expose_errors => {
+                (CloseCode::INTERNAL_ERROR, failure.to_string())
+            }
+            Self::Failed(_) | Self::Panicked(_) => {
+                (CloseCode::INTERNAL_ERROR, "internal error".to_owned())
+            }
         }
     }
 }
