@@ -1,6 +1,9 @@
 //! The tour's page in a real browser: headless Chromium loads `/`, its JavaScript (the chapter's
 //! client) connects to `/ws`, sends `Hello!` and writes the echo into the page.
 //!
+//! A second page checks what a browser sees of a refused handshake, with and without
+//! `browser_readable_rejections`.
+//!
 //! Needs Chromium (`apt-get install chromium`; `.ci/run` installs it). Without it this test fails
 //! and says so: it is never skipped.
 
@@ -76,4 +79,56 @@ async fn the_tour_page_shows_the_echo_in_a_browser() {
         }
     }
     panic!("the page never showed `Echo: Hello!`; its last DOM was:\n{dom}");
+}
+
+// --- Rejections a browser can read ----------------------------------------------------------------
+
+/// Refuses every connection with 4001 before accepting: `403` by default.
+#[tachyon::websocket("/refused")]
+async fn refused(mut ws: tachyon::WebSocket) -> tachyon::Result<()> {
+    ws.close_with(4001, "no token").await
+}
+
+/// The same, with rejections a browser can read.
+#[tachyon::websocket("/readable", browser_readable_rejections = true)]
+async fn readable(mut ws: tachyon::WebSocket) -> tachyon::Result<()> {
+    ws.close_with(4001, "no token").await
+}
+
+/// A page that opens `/refused` and `/readable` and writes the close code each one's `onclose`
+/// saw into the page.
+async fn rejections_page() -> axum::response::Html<&'static str> {
+    axum::response::Html(
+        r#"<!doctype html><html><body><ul id="codes"></ul><script>
+for (const path of ["/refused", "/readable"]) {
+  const ws = new WebSocket(`ws://${location.host}${path}`);
+  ws.onclose = (event) => {
+    const item = document.createElement("li");
+    item.textContent = `${path} ${event.code} ${event.reason}`;
+    document.getElementById("codes").appendChild(item);
+  };
+}
+</script></body></html>"#,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_sees_1006_for_a_403_and_the_code_with_readable_rejections() {
+    let app = tachyon::Tachyon::new()
+        .websocket(refused)
+        .websocket(readable)
+        .merge(axum::Router::new().route("/", axum::routing::get(rejections_page)));
+    let served = support::serve(app).await;
+    let url = format!("http://{}/", served.addr);
+    let mut dom = String::new();
+    for attempt in 1..=3 {
+        dom = dump_dom(&url, attempt).await;
+        if dom.contains("<li>/refused") && dom.contains("<li>/readable") {
+            break;
+        }
+    }
+    // A page never learns the status of a refused handshake: only 1006.
+    assert!(dom.contains("<li>/refused 1006 </li>"), "{dom}");
+    // With readable rejections the handshake completes and the close carries the code.
+    assert!(dom.contains("<li>/readable 4001 no token</li>"), "{dom}");
 }
