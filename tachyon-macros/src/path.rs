@@ -368,4 +368,67 @@ mod tests {
         assert!(err("/ws/{id}/{id}").contains("`id` appears twice"));
         assert!(err("/ws/{id}/<id>").contains("`id` appears twice"));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::parse;
+
+        /// A parameter name: a Rust identifier.
+        fn name() -> impl Strategy<Value = String> {
+            "[a-z_][a-z0-9_]{0,8}".prop_filter("not `_`", |name| name != "_")
+        }
+
+        /// A path segment: a literal, `{name}` or `<name>`.
+        fn segment() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-z0-9.~-]{1,8}",
+                name().prop_map(|name| format!("{{{name}}}")),
+                name().prop_map(|name| format!("<{name}>")),
+            ]
+        }
+
+        proptest! {
+            /// Whatever the string, parsing answers, and an error points inside it, on
+            /// character boundaries.
+            #[test]
+            fn any_string_is_answered_with_a_range_inside_it(path in "\\PC{0,40}") {
+                if let Err(error) = parse(&path) {
+                    prop_assert!(error.at.start <= error.at.end && error.at.end <= path.len());
+                    prop_assert!(path.is_char_boundary(error.at.start));
+                    prop_assert!(path.is_char_boundary(error.at.end));
+                    prop_assert!(!error.message.is_empty());
+                }
+            }
+
+            /// A path of valid segments with distinct names parses, and its axum form has one
+            /// `{name}` per parameter.
+            #[test]
+            fn valid_paths_parse(segments in prop::collection::vec(segment(), 1..6)) {
+                let path = format!("/{}", segments.join("/"));
+                let mut names: Vec<String> = Vec::new();
+                for segment in &segments {
+                    if let Some(name) = segment
+                        .strip_prefix('{')
+                        .or_else(|| segment.strip_prefix('<'))
+                    {
+                        names.push(name[..name.len() - 1].to_owned());
+                    }
+                }
+                let mut unique = names.clone();
+                unique.sort();
+                unique.dedup();
+                prop_assume!(unique.len() == names.len());
+                let template = parse(&path).map_err(|error| {
+                    TestCaseError::fail(format!("{path}: {}", error.message))
+                })?;
+                prop_assert_eq!(&template.params, &names);
+                for name in &names {
+                    let needle = format!("{{{name}}}");
+                    prop_assert!(template.axum_path.contains(&needle));
+                }
+                prop_assert!(!template.axum_path.contains('<'));
+            }
+        }
+    }
 }
