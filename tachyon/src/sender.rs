@@ -168,7 +168,7 @@ impl Sender {
 
     /// Whether the connection is closed or closing: nothing more can be sent.
     pub fn is_closed(&self) -> bool {
-        self.shared.ending().is_some()
+        self.shared.is_ending()
     }
 
     /// Waits until the connection is closed or closing, and says how it ended.

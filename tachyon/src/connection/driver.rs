@@ -95,7 +95,7 @@ impl Driver {
     }
 
     fn step(&mut self, cx: &mut Context<'_>) -> Result<(), WebSocketDisconnect> {
-        if self.phase == Phase::Open && self.shared.ending().is_some() {
+        if self.phase == Phase::Open && self.shared.is_ending() {
             self.keepalive.closing();
         }
         self.write(cx)?;

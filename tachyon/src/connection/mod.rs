@@ -258,6 +258,11 @@ impl Shared {
         self.lock().ending.clone()
     }
 
+    /// Whether nothing more can be sent (without copying why).
+    pub(crate) fn is_ending(&self) -> bool {
+        self.lock().ending.is_some()
+    }
+
     /// Resolves once nothing more can be sent.
     pub(crate) async fn closed(&self) {
         loop {
