@@ -191,6 +191,7 @@ pub(crate) fn expand(attribute: &Attribute, function: ItemFn) -> syn::Result<Tok
     // The handler's future goes to `run` as it is, with the function that reads its result:
     // wrapping it in an `async` block would keep a second copy of its arguments.
     let run = quote! {
+        #[allow(clippy::type_complexity)]
         let __tachyon_into_result: #into_result_type = #into_result;
         #connection
             .run(

@@ -161,7 +161,7 @@ pub(crate) enum Role {
     PathParam(String),
     /// A query parameter declared in the route, parsed with `FromStr`; `Some(inner)` for an
     /// `Option<inner>` argument, which may be missing.
-    QueryParam(String, Option<Type>),
+    QueryParam(String, Option<Box<Type>>),
     /// An axum extractor.
     Extractor,
 }
@@ -235,7 +235,7 @@ impl Handler {
                 Role::PathParam(name)
             } else if let Some(name) = binding_name(&typed.pat).filter(|name| query.contains(name))
             {
-                Role::QueryParam(name, option_inner(ty).cloned())
+                Role::QueryParam(name, option_inner(ty).cloned().map(Box::new))
             } else {
                 let scalar = scalar_type(ty).filter(|_| template.is_some());
                 if let (Some(name), Some(scalar)) = (binding_name(&typed.pat), scalar) {
