@@ -1,0 +1,65 @@
+//! An echo server for the Autobahn|Testsuite conformance cases, written with Tachyon's public API.
+//!
+//! Every message comes back as it came: text as text, binary as binary. The message and frame
+//! limits are raised to 64 MiB because the suite's 9.* cases send messages of up to 16 MiB.
+//! `scripts/autobahn` builds it, runs the fuzzing-client cases against it and stops it; by hand:
+//! `cargo run --release --example autobahn_echo -- --addr 127.0.0.1:9001`. Ctrl-C or SIGTERM
+//! shuts it down gracefully.
+
+use std::net::SocketAddr;
+
+use tachyon::{Message, Tachyon, WebSocket, websocket};
+
+/// Echoes each message with its kind until the client closes.
+#[websocket(
+    "/",
+    max_message_size = 64 * 1024 * 1024,
+    max_frame_size = 64 * 1024 * 1024
+)]
+async fn echo(mut ws: WebSocket) -> tachyon::Result<()> {
+    ws.accept().await?;
+    loop {
+        match ws.receive().await? {
+            Message::Text(text) => ws.send_text(text).await?,
+            Message::Binary(bytes) => ws.send_bytes(bytes).await?,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let addr = address_from_args()?;
+    tracing::warn!("autobahn echo server on ws://{addr}/");
+    Tachyon::new().websocket(echo).serve(addr).await?;
+    Ok(())
+}
+
+/// `--addr HOST:PORT`, default `127.0.0.1:9001` (where Autobahn's fuzzing client looks).
+fn address_from_args() -> Result<SocketAddr, String> {
+    let mut args = std::env::args().skip(1);
+    let mut addr = "127.0.0.1:9001".to_owned();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--addr" => {
+                addr = args
+                    .next()
+                    .ok_or("--addr needs a value, like 127.0.0.1:9001")?;
+            }
+            other => match other.strip_prefix("--addr=") {
+                Some(value) => addr = value.to_owned(),
+                None => {
+                    return Err(format!(
+                        "unknown argument `{other}`; usage: autobahn_echo [--addr HOST:PORT]"
+                    ));
+                }
+            },
+        }
+    }
+    addr.parse()
+        .map_err(|error| format!("--addr `{addr}` is not HOST:PORT ({error})"))
+}
