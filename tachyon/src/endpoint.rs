@@ -80,6 +80,17 @@ impl Connection {
             Some(layers) => layers.clone().merge(handler),
             None => handler.clone(),
         };
+        // axum checks that the key is there; RFC 6455 also wants it to be 16 bytes of base64.
+        if parts.method == Method::GET
+            && parts
+                .headers
+                .get(header::SEC_WEBSOCKET_KEY)
+                .is_some_and(|key| !is_websocket_key(key.as_bytes()))
+        {
+            let body =
+                "invalid `Sec-WebSocket-Key`: it must be 16 random bytes in base64 (RFC 6455)";
+            return Err((StatusCode::BAD_REQUEST, body).into_response());
+        }
         let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, state).await {
             Ok(upgrade) => upgrade,
             Err(_) if !parts.headers.contains_key(header::UPGRADE) => {
@@ -364,6 +375,16 @@ where
         response.headers_mut().append(name, value);
     }
     response
+}
+
+/// Whether `key` is the base64 of 16 bytes: 22 characters of the alphabet, the last of which
+/// carries only 2 bits, then `==`.
+fn is_websocket_key(key: &[u8]) -> bool {
+    let base64 = |byte: &u8| byte.is_ascii_alphanumeric() || *byte == b'+' || *byte == b'/';
+    key.len() == 24
+        && key[..22].iter().all(base64)
+        && matches!(key[21], b'A' | b'Q' | b'g' | b'w')
+        && key.ends_with(b"==")
 }
 
 /// `405 Method Not Allowed`, for a method that cannot open a WebSocket.

@@ -230,10 +230,14 @@ where
     ///
     /// An app served by axum's or hyper's own server gets the same from hyper-util's builder:
     ///
-    /// ```ignore
+    /// ```
+    /// use std::time::Duration;
+    /// use hyper_util::rt::{TokioExecutor, TokioTimer};
+    ///
     /// let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     /// builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
     /// builder.http2().enable_connect_protocol(); // WebSockets over HTTP/2
+    /// // then `builder.serve_connection_with_upgrades(io, service)` for each accepted connection
     /// ```
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
