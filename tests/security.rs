@@ -250,6 +250,8 @@ async fn beyond_a_routes_connection_limit_the_handshake_gets_503() {
     let (status, body) = handshake_with(&served, "/limited", None, "localhost").await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("connection limit"), "{body}");
+    // A handler reports before its handshake is answered: none ran for the refused one.
+    assert_eq!(reports.pending(), None);
     // However a connection ends, its place comes back.
     drop(first);
     let mut second = second;

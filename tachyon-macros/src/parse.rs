@@ -469,25 +469,19 @@ fn last_segment_is(ty: &Type, name: &str) -> bool {
 
 /// The `T` of a `State<T>` argument.
 pub(crate) fn state_inner(ty: &Type) -> Option<&Type> {
-    let Type::Path(path) = ty else { return None };
-    let last = path.path.segments.last()?;
-    if path.qself.is_some() || last.ident != "State" {
-        return None;
-    }
-    let PathArguments::AngleBracketed(arguments) = &last.arguments else {
-        return None;
-    };
-    match arguments.args.first()? {
-        GenericArgument::Type(inner) => Some(inner),
-        _ => None,
-    }
+    wrapped(ty, "State")
 }
 
 /// The `T` of an `Option<T>` argument.
 fn option_inner(ty: &Type) -> Option<&Type> {
+    wrapped(ty, "Option")
+}
+
+/// The `T` of a `wrapper<T>` type (by its last path segment).
+fn wrapped<'a>(ty: &'a Type, wrapper: &str) -> Option<&'a Type> {
     let Type::Path(path) = ty else { return None };
     let last = path.path.segments.last()?;
-    if path.qself.is_some() || last.ident != "Option" {
+    if path.qself.is_some() || last.ident != wrapper {
         return None;
     }
     let PathArguments::AngleBracketed(arguments) = &last.arguments else {

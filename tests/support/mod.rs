@@ -142,6 +142,11 @@ pub fn reports() -> (mpsc::UnboundedSender<String>, Reports) {
 pub struct Reports(mpsc::UnboundedReceiver<String>);
 
 impl Reports {
+    /// A report already made, if any (without waiting).
+    pub fn pending(&mut self) -> Option<String> {
+        self.0.try_recv().ok()
+    }
+
     /// The next report.
     pub async fn next(&mut self) -> String {
         within("a report from the handler", self.0.recv())
