@@ -587,6 +587,39 @@ async fn closed_resolves_when_the_connection_ends_and_ids_are_unique() {
     drop(second);
 }
 
+#[websocket("/closes-unread", close_timeout = Duration::from_secs(60))]
+async fn closes_unread(mut ws: WebSocket, State(reports): State<Reporter>) -> tachyon::Result<()> {
+    ws.accept().await?;
+    let sender = ws.sender()?;
+    ws.send_text("send me something").await?;
+    // Waits for the client's message to be read ahead, then closes without taking it.
+    let _ = reports.send("waiting".to_owned());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sender.close(4000, "done here")?;
+    // The handler keeps its socket (and the unread message) while the close completes.
+    tokio::time::sleep(WAIT * 2).await;
+    drop(ws);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_close_completes_even_with_a_message_the_handler_never_read() {
+    let (reporter, mut reports) = reports();
+    let served = serve(Tachyon::with_state(reporter).websocket(closes_unread)).await;
+    let mut client = raw_connect(&served, "/closes-unread").await;
+    assert_eq!(next_text(&mut client).await, "send me something");
+    send_text(&mut client, "unread").await;
+    assert_eq!(reports.next().await, "waiting");
+    assert_eq!(close_of(&mut client).await, (4000, "done here".to_owned()));
+    // Polling sends the close reply; the server then ends the connection at once, not after
+    // its 60 s close timeout (`within` would fail first).
+    assert!(
+        within("the end of the connection", client.next())
+            .await
+            .is_none()
+    );
+}
+
 // --- Cancel-safety -------------------------------------------------------------------------------
 
 #[websocket("/cancel")]

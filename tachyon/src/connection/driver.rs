@@ -162,9 +162,14 @@ impl Driver {
         Ok(())
     }
 
-    /// Reads while the handler has room for a message (one read ahead).
+    /// Reads while the handler has room for a message (one read ahead); while closing, reads
+    /// until the client's reply whatever the handler left unread (data is dropped then).
     fn read(&mut self, cx: &mut Context<'_>) -> Result<(), WebSocketDisconnect> {
-        while matches!(self.phase, Phase::Open | Phase::Closing) && !self.shared.inbox_full() {
+        while match self.phase {
+            Phase::Open => !self.shared.inbox_full(),
+            Phase::Closing => true,
+            Phase::Replying | Phase::Done => false,
+        } {
             let Some(socket) = &mut self.socket else {
                 return Ok(());
             };
