@@ -462,3 +462,55 @@ async fn presence_hooks_see_joins_and_leaves_in_order() {
     assert_eq!(reports.next().await, format!("left p {second_id}"));
     assert_eq!(rooms.member_count("p"), 0);
 }
+
+#[tokio::test]
+async fn a_waiting_broadcast_waits_for_a_slow_member_and_loses_nothing() {
+    let (reporter, mut reports) = reports();
+    let rooms = Rooms::new();
+    let state = App {
+        rooms: rooms.clone(),
+        reports: reporter,
+    };
+    let served = serve(Tachyon::with_state(state).websocket(stalled_close)).await;
+    let mut client = raw_connect(&served, "/stalled-close/w").await;
+    assert_eq!(reports.next().await, "joined");
+
+    // 400 × 64 KiB: more than the member's queue (8) and both kernel buffers can hold.
+    const MESSAGES: usize = 400;
+    let broadcaster = {
+        let rooms = rooms.clone();
+        tokio::spawn(async move {
+            let mut reached = 0;
+            for i in 0..MESSAGES {
+                let mut message = vec![0u8; 64 * 1024];
+                message[..8].copy_from_slice(&(i as u64).to_be_bytes());
+                reached += rooms.to("w").send_waiting(message).await.reached;
+            }
+            reached
+        })
+    };
+    // The member reads nothing yet: the broadcaster cannot be done.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !broadcaster.is_finished(),
+        "the broadcast should wait for room"
+    );
+    // Now it reads: every message arrives, in order, and the broadcaster finishes.
+    for i in 0..MESSAGES {
+        match within("a message", client.next()).await {
+            Some(Ok(WireMessage::Binary(bytes))) => {
+                assert_eq!(bytes[..8], (i as u64).to_be_bytes(), "message {i}");
+            }
+            other => panic!("expected message {i}, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        within("the broadcaster", broadcaster).await.expect("join"),
+        MESSAGES
+    );
+    assert_eq!(
+        rooms.member_count("w"),
+        1,
+        "waiting never closes the member"
+    );
+}
