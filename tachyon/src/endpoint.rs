@@ -264,35 +264,26 @@ impl Connection {
                         response
                     }
                     // It asked to accept, then gave up waiting: upgrade and close at once.
-                    Ok(Decision::Accept(accept)) => {
-                        let connection = Box::new(Upgraded {
-                            config,
-                            shutdown,
-                            uri,
-                            admission,
-                        });
-                        respond_upgrade(upgrade, accept, &config, move |socket| {
-                            connection.start(socket, None, std::future::ready(outcome))
-                        })
+                    Ok(Decision::Accept(accept)) => Upgraded {
+                        config,
+                        shutdown,
+                        uri,
+                        admission,
                     }
+                    .respond(upgrade, accept, None, std::future::ready(outcome)),
                     Err(_) => outcome.before_accept(&uri),
                 };
             }
         };
 
         match decision {
-            Some(Decision::Accept(accept)) => {
-                // Boxed: what the upgrade task captures stays allocated as long as it runs.
-                let connection = Box::new(Upgraded {
-                    config,
-                    shutdown,
-                    uri,
-                    admission,
-                });
-                respond_upgrade(upgrade, accept, &config, move |socket| {
-                    connection.start(socket, Some(socket_tx), handler.map(Outcome::new))
-                })
+            Some(Decision::Accept(accept)) => Upgraded {
+                config,
+                shutdown,
+                uri,
+                admission,
             }
+            .respond(upgrade, accept, Some(socket_tx), handler.map(Outcome::new)),
             Some(Decision::Reject(response)) => {
                 // The client gets its answer now; the handler may still run (to log, say).
                 tokio::spawn(async move { Outcome::new(handler.await).log(&uri, None) });
@@ -312,6 +303,26 @@ struct Upgraded {
 }
 
 impl Upgraded {
+    /// Answers the handshake with `101`; the upgrade task then runs [`start`](Self::start)'s
+    /// future.
+    fn respond<H>(
+        self,
+        upgrade: WebSocketUpgrade,
+        accept: Accept,
+        handler_socket: Option<oneshot::Sender<Sender>>,
+        handler: H,
+    ) -> Response
+    where
+        H: Future<Output = Outcome> + Send + 'static,
+    {
+        let config = self.config;
+        // Boxed: what the upgrade task captures stays allocated as long as it runs.
+        let connection = Box::new(self);
+        respond_upgrade(upgrade, accept, &config, move |socket| {
+            connection.start(socket, handler_socket, handler)
+        })
+    }
+
     /// The future of the upgrade task: the handler's remaining future (`handler`) and the
     /// connection's driver, until both are done. `handler_socket`: where the handler waits for
     /// its connection (`None` when it already ended). Not an `async fn`, whose future would
