@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: servers on real sockets, and waits that always end.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod webdriver;
+
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::time::Duration;
