@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::extract::{FromRef, State};
 use futures_util::{SinkExt, StreamExt};
-use tachyon::{ConnectionId, Delivery, Rooms, SlowMember, Tachyon, WebSocket, websocket};
+use tachyon::{ConnectionId, Delivery, Remote, Rooms, SlowMember, Tachyon, WebSocket, websocket};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WireMessage;
 
@@ -173,7 +173,8 @@ async fn a_broadcast_reaches_exactly_the_rooms_members_once_and_in_order() {
             Delivery {
                 reached: 2,
                 dropped: 0,
-                closed: 0
+                closed: 0,
+                remote: Remote::InProcess,
             }
         );
     }

@@ -28,7 +28,7 @@ pub use axum::body::Bytes;
 pub use axum::extract::ws::Utf8Bytes;
 
 pub use crate::close::{CloseCode, InvalidCloseCode, MAX_REASON_BYTES};
-pub use crate::connection::ConnectionId;
+pub use crate::connection::{ConnectionId, InvalidConnectionId};
 pub use crate::error::{
     DisconnectKind, Error, MessageKind, Result, TrySendError, WebSocketDisconnect,
 };
@@ -37,7 +37,11 @@ pub use crate::handshake::Accept;
 pub use crate::message::Message;
 pub use crate::origin::{OriginPattern, Origins};
 pub use crate::params::Params;
-pub use crate::rooms::{Broadcast, Delivery, Rooms, RoomsBuilder, SlowMember};
+#[cfg(feature = "redis")]
+pub use crate::rooms::RedisConfig;
+pub use crate::rooms::{
+    Broadcast, ClusterError, ClusterState, Delivery, Remote, Rooms, RoomsBuilder, SlowMember,
+};
 pub use crate::routing::{DEFAULT_HANDSHAKE_TIMEOUT, Router, Tachyon};
 pub use crate::sender::Sender;
 pub use crate::settings::{

@@ -5,7 +5,13 @@
 //! `.await`. A member whose queue is full meets the [`SlowMember`] policy, and every broadcast
 //! returns a [`Delivery`] that counts what happened. Members leave by themselves when their
 //! connection ends, however it ends.
+//!
+//! The rooms live in this process unless they are built with a backend: with the `redis`
+//! feature, [`RoomsBuilder::redis`] spreads them over every server linked to the same Redis.
 
+mod cluster;
+#[cfg(feature = "redis")]
+mod redis;
 mod registry;
 
 use std::fmt;
@@ -21,6 +27,11 @@ use crate::sender::Sender;
 use crate::socket::WebSocket;
 
 use registry::Registry;
+
+use cluster::Backend;
+pub use cluster::{ClusterError, ClusterState, Remote};
+#[cfg(feature = "redis")]
+pub use redis::RedisConfig;
 
 /// What a broadcast does with a member whose outbound queue is full: its client reads more
 /// slowly than the room talks.
@@ -46,12 +57,16 @@ pub struct Delivery {
     pub dropped: usize,
     /// Members closed because their queue was full ([`SlowMember::Close`]), or found closing.
     pub closed: usize,
+    /// What happened beyond this server: [`Remote::InProcess`] unless the rooms have a
+    /// backend. The counts above are this server's members only.
+    pub remote: Remote,
 }
 
 impl Delivery {
-    /// Whether every member got the message.
+    /// Whether every member on this server got the message, and the other servers were
+    /// handed it (if there are others).
     pub fn is_complete(&self) -> bool {
-        self.dropped == 0 && self.closed == 0
+        self.dropped == 0 && self.closed == 0 && self.remote != Remote::NotDelivered
     }
 
     fn add(&mut self, other: Self) {
@@ -98,6 +113,7 @@ struct Inner {
     policy: SlowMember,
     on_join: Option<Hook>,
     on_leave: Option<Hook>,
+    backend: Option<Box<dyn Backend>>,
 }
 
 impl Default for Rooms {
@@ -150,6 +166,11 @@ impl Rooms {
     /// Puts the connection behind `sender` in `room`; see [`join`](Self::join).
     pub fn join_sender(&self, room: &str, sender: &Sender) {
         let joined = self.write().join(room, sender);
+        if joined.new_in_room {
+            if let Some(backend) = &self.inner.backend {
+                backend.membership_changed(&joined.room, sender.id());
+            }
+        }
         if joined.new_member {
             // Registered outside the lock: if the connection already ended, the hook runs now.
             let rooms = Arc::downgrade(&self.inner);
@@ -168,6 +189,9 @@ impl Rooms {
     pub fn leave(&self, room: &str, id: ConnectionId) -> bool {
         let left = self.write().leave(room, id);
         if left {
+            if let Some(backend) = &self.inner.backend {
+                backend.membership_changed(&Arc::from(room), id);
+            }
             if let Some(hook) = &self.inner.on_leave {
                 hook(self, room, id);
             }
@@ -178,6 +202,11 @@ impl Rooms {
     /// Takes a connection out of every room; returns the rooms it left.
     pub fn leave_all(&self, id: ConnectionId) -> Vec<String> {
         let left = self.write().forget(id);
+        if let Some(backend) = &self.inner.backend {
+            for room in &left {
+                backend.membership_changed(room, id);
+            }
+        }
         if let Some(hook) = &self.inner.on_leave {
             for room in &left {
                 hook(self, room, id);
@@ -186,7 +215,8 @@ impl Rooms {
         left.iter().map(|room| room.to_string()).collect()
     }
 
-    /// The connections in `room`.
+    /// The connections in `room` on this server ([`cluster_members`](Self::cluster_members)
+    /// asks every server).
     pub fn members(&self, room: &str) -> Vec<ConnectionId> {
         self.read()
             .room(room)
@@ -194,12 +224,47 @@ impl Rooms {
             .unwrap_or_default()
     }
 
-    /// How many connections are in `room`.
+    /// How many connections are in `room` on this server
+    /// ([`cluster_member_count`](Self::cluster_member_count) asks every server).
     pub fn member_count(&self, room: &str) -> usize {
         self.read().room(room).map_or(0, |members| members.len())
     }
 
-    /// The rooms a connection is in.
+    /// The connections in `room` on every server linked to the backend; without a backend,
+    /// the same as [`members`](Self::members). Members of a server that stopped without
+    /// leaving disappear once its heartbeat expires ([`RedisConfig::heartbeat`]).
+    ///
+    /// # Errors
+    /// [`ClusterError::Unavailable`] while the backend is reconnecting;
+    /// [`ClusterError::Command`] if it failed to answer.
+    pub async fn cluster_members(&self, room: &str) -> Result<Vec<ConnectionId>, ClusterError> {
+        match &self.inner.backend {
+            Some(backend) => backend.members(room).await,
+            None => Ok(self.members(room)),
+        }
+    }
+
+    /// How many connections are in `room` on every server; see
+    /// [`cluster_members`](Self::cluster_members).
+    ///
+    /// # Errors
+    /// As [`cluster_members`](Self::cluster_members).
+    pub async fn cluster_member_count(&self, room: &str) -> Result<usize, ClusterError> {
+        match &self.inner.backend {
+            Some(backend) => backend.member_count(room).await,
+            None => Ok(self.member_count(room)),
+        }
+    }
+
+    /// Whether the rooms reach the other servers right now (for a readiness probe, say).
+    pub fn cluster_state(&self) -> ClusterState {
+        self.inner
+            .backend
+            .as_ref()
+            .map_or(ClusterState::InProcess, |backend| backend.state())
+    }
+
+    /// The rooms a connection is in (on this server).
     pub fn rooms_of(&self, id: ConnectionId) -> Vec<String> {
         self.read()
             .rooms_of(id)
@@ -257,27 +322,60 @@ impl Rooms {
         self.to(room).except(except).send(message)
     }
 
-    /// Sends `message` to one connection, if it is in a room, under the rooms' policy.
+    /// Sends `message` to one connection, if it is in a room, under the rooms' policy. With a
+    /// backend, a connection held by another server is reached through it (the delivery then
+    /// says [`Remote::Sent`], and counts nothing here).
     pub fn send_to(&self, id: ConnectionId, message: impl Into<Message>) -> Delivery {
         let message = message.into();
+        let delivery = self.deliver_to(id, self.inner.policy, &message);
+        match &self.inner.backend {
+            Some(backend) if delivery == Delivery::default() => Delivery {
+                remote: backend.send_to(id, self.inner.policy, &message),
+                ..delivery
+            },
+            _ => delivery,
+        }
+    }
+
+    /// Offers `message` to a member of this server's rooms.
+    fn deliver_to(&self, id: ConnectionId, policy: SlowMember, message: &Message) -> Delivery {
         let sender = self.read().sender(id).cloned();
         let mut delivery = Delivery::default();
         if let Some(sender) = sender {
             let mut slow = Vec::new();
-            offer(
-                &sender,
-                &message,
-                self.inner.policy,
-                &mut delivery,
-                &mut slow,
-            );
+            offer(&sender, message, policy, &mut delivery, &mut slow);
             close_slow(slow);
         }
         delivery
     }
 
-    /// Closes every member of `room` with `code` and `reason`, after what is queued for it;
-    /// returns how many.
+    /// Offers `message` to this server's members of `room`, but `except`.
+    fn deliver(
+        &self,
+        room: &str,
+        except: Option<ConnectionId>,
+        policy: SlowMember,
+        message: &Message,
+    ) -> Delivery {
+        let mut delivery = Delivery::default();
+        let mut slow = Vec::new();
+        {
+            let registry = self.read();
+            let Some(members) = registry.room(room) else {
+                return delivery;
+            };
+            for (id, sender) in members {
+                if Some(*id) != except {
+                    offer(sender, message, policy, &mut delivery, &mut slow);
+                }
+            }
+        }
+        close_slow(slow);
+        delivery
+    }
+
+    /// Closes every member of `room` on this server with `code` and `reason`, after what is
+    /// queued for it; returns how many.
     ///
     /// # Errors
     /// [`Error::InvalidCloseCode`]: nothing was closed.
@@ -295,7 +393,8 @@ impl Rooms {
         Ok(close_each(&members, code, reason))
     }
 
-    /// Closes every member of every room with `code` and `reason`; returns how many.
+    /// Closes every member of every room on this server with `code` and `reason`; returns how
+    /// many.
     ///
     /// # Errors
     /// [`Error::InvalidCloseCode`]: nothing was closed.
@@ -386,24 +485,25 @@ impl Broadcast<'_> {
         self
     }
 
-    /// Sends `message` to every member; never waits.
+    /// Sends `message` to every member; never waits. With a backend, the message is encoded
+    /// once for the other servers, and each of them hands it to its own members once.
     pub fn send(self, message: impl Into<Message>) -> Delivery {
         let message = message.into();
-        let mut delivery = Delivery::default();
-        let mut slow = Vec::new();
-        {
-            let registry = self.rooms.read();
-            let Some(members) = registry.room(self.room) else {
-                return delivery;
-            };
-            for (id, sender) in members {
-                if Some(*id) != self.except {
-                    offer(sender, &message, self.policy, &mut delivery, &mut slow);
-                }
-            }
-        }
-        close_slow(slow);
+        let mut delivery = self
+            .rooms
+            .deliver(self.room, self.except, self.policy, &message);
+        delivery.remote = self.publish(&message);
         delivery
+    }
+
+    fn publish(&self, message: &Message) -> Remote {
+        self.rooms
+            .inner
+            .backend
+            .as_ref()
+            .map_or(Remote::InProcess, |backend| {
+                backend.publish(self.room, self.except, self.policy, message)
+            })
     }
 
     /// Serializes `value` to JSON once and sends it to every member; never waits.
@@ -417,9 +517,11 @@ impl Broadcast<'_> {
 
     /// Sends `message` to every member, waiting for room in the queues that are full instead of
     /// applying the policy (opt-in: a slow member then slows the broadcaster). The members are
-    /// copied out first, so no lock is held while waiting.
+    /// copied out first, so no lock is held while waiting. The other servers get the message at
+    /// once, under the policy: waiting is for this server's members.
     pub async fn send_waiting(self, message: impl Into<Message>) -> Delivery {
         let message = message.into();
+        let remote = self.publish(&message);
         let members: Vec<Sender> = self
             .rooms
             .read()
@@ -445,11 +547,12 @@ impl Broadcast<'_> {
         for result in futures_util::future::join_all(waits).await {
             let outcome = Delivery {
                 reached: usize::from(result.is_ok()),
-                dropped: 0,
                 closed: usize::from(result.is_err()),
+                ..Delivery::default()
             };
             delivery.add(outcome);
         }
+        delivery.remote = remote;
         delivery
     }
 }
@@ -491,14 +594,21 @@ impl RoomsBuilder {
         self
     }
 
-    /// The rooms.
+    /// The rooms, in this process.
     pub fn build(self) -> Rooms {
+        self.build_with(|_| None)
+    }
+
+    /// The rooms, with the backend `make` builds from a weak reference to them (the backend
+    /// hands what other servers broadcast to the rooms, and must not keep them alive).
+    fn build_with(self, make: impl FnOnce(Weak<Inner>) -> Option<Box<dyn Backend>>) -> Rooms {
         Rooms {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|rooms| Inner {
                 registry: RwLock::new(Registry::default()),
                 policy: self.policy,
                 on_join: self.on_join,
                 on_leave: self.on_leave,
+                backend: make(rooms.clone()),
             }),
         }
     }
@@ -510,6 +620,7 @@ impl fmt::Debug for Rooms {
         f.debug_struct("Rooms")
             .field("rooms", &registry.rooms().count())
             .field("policy", &self.inner.policy)
+            .field("cluster", &self.cluster_state())
             .finish_non_exhaustive()
     }
 }

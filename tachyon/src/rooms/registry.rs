@@ -23,6 +23,8 @@ struct Member {
 
 /// What a join changed.
 pub(crate) struct Joined {
+    /// The room's name, shared with the registry.
+    pub(crate) room: Arc<str>,
     /// The connection was not in the room before.
     pub(crate) new_in_room: bool,
     /// The connection was in no room of this registry before: it needs its end hook.
@@ -45,19 +47,20 @@ impl Registry {
         let new_member = match self.members.entry(id) {
             Entry::Occupied(mut member) => {
                 if new_in_room {
-                    member.get_mut().rooms.push(name);
+                    member.get_mut().rooms.push(Arc::clone(&name));
                 }
                 false
             }
             Entry::Vacant(vacant) => {
                 vacant.insert(Member {
                     sender: sender.clone(),
-                    rooms: vec![name],
+                    rooms: vec![Arc::clone(&name)],
                 });
                 true
             }
         };
         Joined {
+            room: name,
             new_in_room,
             new_member,
         }

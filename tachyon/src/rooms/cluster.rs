@@ -1,0 +1,117 @@
+//! What [`Rooms`](super::Rooms) needs from a backend that spreads rooms over several servers,
+//! and what it reports about it: [`Remote`] in every delivery, [`ClusterState`], and
+//! [`ClusterError`]. The in-process rooms have no backend; the `redis` feature adds one.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::connection::ConnectionId;
+use crate::message::Message;
+
+use super::SlowMember;
+
+/// What a broadcast did beyond this server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Remote {
+    /// The rooms live in this process only (no backend): there is nobody else to reach.
+    #[default]
+    InProcess,
+    /// Handed to the backend, which publishes broadcasts in the order they were made. Pub/sub
+    /// is at-most-once: a node that loses its link to Redis at that moment misses it.
+    Sent,
+    /// Not delivered to the other servers: the backend is reconnecting, or its queue of
+    /// broadcasts waiting to be published is full. The members on this server got it.
+    NotDelivered,
+}
+
+/// Whether the rooms reach the other servers right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClusterState {
+    /// The rooms live in this process only.
+    InProcess,
+    /// Linked to the backend: broadcasts reach the other servers.
+    Connected,
+    /// The link to the backend was lost; it is being re-established with backoff. Broadcasts
+    /// reach this server's members only, and report [`Remote::NotDelivered`].
+    Reconnecting,
+}
+
+/// Why the rooms' backend could not be reached or asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// The URL given for the backend is not one it understands.
+    #[error(
+        "invalid Redis URL `{url}`: {source} (expected `redis://[:password@]host[:port][/db]`)"
+    )]
+    InvalidUrl {
+        /// The URL, password hidden.
+        url: String,
+        /// What the client said.
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    /// The backend could not be reached when the rooms were built.
+    #[error(
+        "cannot reach Redis at `{url}`: {source}. Is a redis-server running there? \
+         (start one with `redis-server --port 6379`, or pass another URL)"
+    )]
+    Connect {
+        /// The URL, password hidden.
+        url: String,
+        /// What failed.
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    /// The link to the backend is down and being re-established: cluster-wide questions
+    /// cannot be answered until it is back.
+    #[error("Redis at `{url}` is unreachable; reconnecting")]
+    Unavailable {
+        /// The URL, password hidden.
+        url: String,
+    },
+    /// The backend answered with an error, or did not answer in time.
+    #[error("Redis at `{url}` failed: {source}")]
+    Command {
+        /// The URL, password hidden.
+        url: String,
+        /// What failed.
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+}
+
+/// A future answering a cluster-wide question.
+pub(crate) type Answer<T> = Pin<Box<dyn Future<Output = Result<T, ClusterError>> + Send>>;
+
+/// What the rooms need from a backend. Everything but the questions returns at once: a
+/// broadcast never waits on another server.
+pub(crate) trait Backend: Send + Sync + 'static {
+    /// Hands a broadcast to `room` to the other servers.
+    fn publish(
+        &self,
+        room: &str,
+        except: Option<ConnectionId>,
+        policy: SlowMember,
+        message: &Message,
+    ) -> Remote;
+
+    /// Hands a message for a connection held by another process to the backend.
+    fn send_to(&self, id: ConnectionId, policy: SlowMember, message: &Message) -> Remote;
+
+    /// A connection joined or left `room` here: bring the cluster's view of it in line.
+    fn membership_changed(&self, room: &Arc<str>, id: ConnectionId);
+
+    /// The members of `room` on every server.
+    fn members(&self, room: &str) -> Answer<Vec<ConnectionId>>;
+
+    /// How many members `room` has on every server.
+    fn member_count(&self, room: &str) -> Answer<usize>;
+
+    /// Whether the backend is linked right now.
+    fn state(&self) -> ClusterState;
+}

@@ -1,0 +1,381 @@
+//! Rooms across servers through a real Redis: several Tachyon servers in one test, each with
+//! its own Redis-backed `Rooms` on its own port, clients on each. Cross-node broadcast exactly
+//! once, order, except and send-to across nodes, exact cluster-wide counts, subscriptions only
+//! where there are members, a node that dies, and Redis restarted in the middle.
+//!
+//! The harness starts its own `redis-server` (from the system's packages) on a free port and
+//! stops it after; without one on PATH these tests fail saying how to get it.
+
+mod support;
+
+use std::time::Duration;
+
+use axum::extract::State;
+use futures_util::{SinkExt, StreamExt};
+use tachyon::{
+    ClusterError, ClusterState, ConnectionId, RedisConfig, Remote, Rooms, Tachyon, WebSocket,
+    websocket,
+};
+use tokio_tungstenite::tungstenite::Message as WireMessage;
+
+use support::redis_server::RedisServer;
+use support::{Client, Served, raw_connect, serve, within};
+
+/// Heartbeat of the test nodes: a dead node drops out after three of these.
+const HEARTBEAT: Duration = Duration::from_millis(200);
+
+/// A chat member: says `joined ID`, then broadcasts each text to its room; `except TEXT`
+/// leaves itself out, `leave` leaves the room.
+#[websocket("/chat/{room}")]
+async fn chat(mut ws: WebSocket, room: String, State(rooms): State<Rooms>) -> tachyon::Result<()> {
+    ws.accept().await?;
+    rooms.join(&room, &ws)?;
+    let id = ws.sender()?.id();
+    ws.send_text(format!("joined {id}")).await?;
+    loop {
+        let text = ws.receive_text().await?;
+        if let Some(rest) = text.strip_prefix("except ") {
+            let _ = rooms.broadcast_except(&room, id, rest.to_owned());
+        } else if &*text == "leave" {
+            rooms.leave(&room, id);
+            ws.send_text("left").await?;
+        } else {
+            let _ = rooms.broadcast(&room, text);
+        }
+    }
+}
+
+async fn redis_rooms(redis: &RedisServer) -> Rooms {
+    within(
+        "the rooms to reach Redis",
+        Rooms::builder().redis(RedisConfig::new(redis.url()).heartbeat(HEARTBEAT)),
+    )
+    .await
+    .expect("Redis-backed rooms")
+}
+
+/// One Tachyon server with its Redis-backed rooms.
+struct Node {
+    rooms: Rooms,
+    served: Served,
+}
+
+async fn node(redis: &RedisServer) -> Node {
+    let rooms = redis_rooms(redis).await;
+    let served = serve(Tachyon::with_state(rooms.clone()).websocket(chat)).await;
+    Node { rooms, served }
+}
+
+/// A client in `room` on `node`, and its connection id.
+async fn member(node: &Node, room: &str) -> (Client, ConnectionId) {
+    let mut client = raw_connect(&node.served, &format!("/chat/{room}")).await;
+    let greeting = next_text(&mut client).await;
+    let id = greeting
+        .strip_prefix("joined ")
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected greeting {greeting}"));
+    (client, id)
+}
+
+async fn next_text(client: &mut Client) -> String {
+    loop {
+        match within("a message", client.next())
+            .await
+            .expect("the connection ended")
+            .expect("a frame")
+        {
+            WireMessage::Text(text) => return text.as_str().to_owned(),
+            WireMessage::Ping(_) | WireMessage::Pong(_) => {}
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+}
+
+async fn say(client: &mut Client, text: &str) {
+    within("sending", client.send(WireMessage::text(text)))
+        .await
+        .expect("send");
+}
+
+/// Waits until `rooms` counts `expected` members in `room` over the cluster.
+async fn until_count(rooms: &Rooms, room: &str, expected: usize) {
+    within(
+        &format!("{expected} members in {room} cluster-wide"),
+        async {
+            loop {
+                if rooms.cluster_member_count(room).await.ok() == Some(expected) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        },
+    )
+    .await;
+}
+
+async fn until_state(rooms: &Rooms, state: ClusterState) {
+    within(&format!("the rooms to be {state:?}"), async {
+        while rooms.cluster_state() != state {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+/// How many nodes listen to `room`'s channel (Redis's own count).
+async fn listeners(redis: &RedisServer, room: &str) -> i64 {
+    let mut connection = redis.client().await;
+    let (_, count): (String, i64) = within(
+        "PUBSUB NUMSUB",
+        redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(format!("tachyon:room:{room}"))
+            .query_async(&mut connection),
+    )
+    .await
+    .expect("PUBSUB NUMSUB");
+    count
+}
+
+#[tokio::test]
+async fn unreachable_redis_is_an_error_naming_the_url() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("redis://:secret@127.0.0.1:{port}");
+    let error = within(
+        "the connection attempt",
+        Rooms::builder().redis(RedisConfig::new(&url)),
+    )
+    .await
+    .expect_err("nothing listens there");
+    assert!(matches!(error, ClusterError::Connect { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.contains(&format!("redis://:***@127.0.0.1:{port}")),
+        "{message}"
+    );
+    assert!(!message.contains("secret"), "{message}");
+    assert!(message.contains("redis-server"), "{message}");
+
+    let error = within(
+        "parsing the URL",
+        Rooms::builder().redis(RedisConfig::new("http://nowhere")),
+    )
+    .await
+    .expect_err("not a Redis URL");
+    assert!(
+        matches!(error, ClusterError::InvalidUrl { .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("http://nowhere"), "{error}");
+}
+
+#[tokio::test]
+async fn a_broadcast_reaches_every_member_on_every_node_exactly_once() {
+    let redis = RedisServer::start().await;
+    let (a, b, c) = (node(&redis).await, node(&redis).await, node(&redis).await);
+    let (mut a1, _) = member(&a, "lobby").await;
+    let (mut a2, _) = member(&a, "lobby").await;
+    let (mut b1, _) = member(&b, "lobby").await;
+    let (mut c1, _) = member(&c, "lobby").await;
+    let (mut elsewhere, _) = member(&c, "other").await;
+    for node in [&a, &b, &c] {
+        until_count(&node.rooms, "lobby", 4).await;
+        until_count(&node.rooms, "other", 1).await;
+    }
+    // Each node listens once to a room it has members in, and not to the others.
+    assert_eq!(listeners(&redis, "lobby").await, 3);
+    assert_eq!(listeners(&redis, "other").await, 1);
+
+    say(&mut b1, "hello from b").await;
+    say(&mut b1, "end").await;
+    for client in [&mut a1, &mut a2, &mut b1, &mut c1] {
+        // The next two messages: the broadcast once, then the marker (no second copy between).
+        assert_eq!(next_text(client).await, "hello from b");
+        assert_eq!(next_text(client).await, "end");
+    }
+    // The member of another room got nothing: its first message is its own room's.
+    say(&mut elsewhere, "only here").await;
+    assert_eq!(next_text(&mut elsewhere).await, "only here");
+
+    // A broadcast made through the API reports the other nodes as reached.
+    let delivery = a.rooms.broadcast("lobby", "from the api");
+    assert_eq!((delivery.reached, delivery.remote), (2, Remote::Sent));
+    assert!(delivery.is_complete());
+    for client in [&mut a1, &mut a2, &mut b1, &mut c1] {
+        assert_eq!(next_text(client).await, "from the api");
+    }
+}
+
+#[tokio::test]
+async fn order_except_and_send_to_work_across_nodes() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let (mut sender, sender_id) = member(&a, "lobby").await;
+    let (mut remote, remote_id) = member(&b, "lobby").await;
+    until_count(&a.rooms, "lobby", 2).await;
+    until_count(&b.rooms, "lobby", 2).await;
+
+    // One publisher's messages arrive in the order sent.
+    for n in 0..200 {
+        say(&mut sender, &format!("m{n}")).await;
+    }
+    for n in 0..200 {
+        assert_eq!(next_text(&mut remote).await, format!("m{n}"));
+        assert_eq!(next_text(&mut sender).await, format!("m{n}"));
+    }
+
+    // All but one: the publisher (on node a) is left out, the member on node b is not.
+    say(&mut sender, "except not for me").await;
+    assert_eq!(next_text(&mut remote).await, "not for me");
+    say(&mut remote, "except from b").await;
+    assert_eq!(next_text(&mut sender).await, "from b");
+    say(&mut remote, "marker").await;
+    assert_eq!(next_text(&mut remote).await, "marker"); // b got neither "from b" nor "not for me" twice
+    assert_eq!(next_text(&mut sender).await, "marker");
+
+    // One connection, wherever it is.
+    let delivery = a.rooms.send_to(remote_id, "direct to b");
+    assert_eq!((delivery.reached, delivery.remote), (0, Remote::Sent));
+    assert_eq!(next_text(&mut remote).await, "direct to b");
+    let delivery = b.rooms.send_to(sender_id, "direct to a");
+    assert_eq!(delivery.remote, Remote::Sent);
+    assert_eq!(next_text(&mut sender).await, "direct to a");
+    // A local one is reached without Redis.
+    let delivery = a.rooms.send_to(sender_id, "local");
+    assert_eq!((delivery.reached, delivery.remote), (1, Remote::InProcess));
+    assert_eq!(next_text(&mut sender).await, "local");
+}
+
+#[tokio::test]
+async fn membership_is_counted_over_every_node_and_follows_leaves() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let (mut a1, a1_id) = member(&a, "lobby").await;
+    let (a2, a2_id) = member(&a, "lobby").await;
+    let (mut b1, b1_id) = member(&b, "lobby").await;
+    until_count(&b.rooms, "lobby", 3).await;
+    let mut members = within("the members", b.rooms.cluster_members("lobby"))
+        .await
+        .expect("members");
+    members.sort();
+    let mut expected = vec![a1_id, a2_id, b1_id];
+    expected.sort();
+    assert_eq!(members, expected);
+    assert_eq!(
+        b.rooms.member_count("lobby"),
+        1,
+        "the local count stays local"
+    );
+    assert!(a1_id.is_local() && b1_id.is_local(), "one test process");
+
+    // A connection that ends leaves everywhere; one that leaves the room too.
+    drop(a2);
+    until_count(&b.rooms, "lobby", 2).await;
+    say(&mut a1, "leave").await;
+    assert_eq!(next_text(&mut a1).await, "left");
+    until_count(&b.rooms, "lobby", 1).await;
+    until_count(&a.rooms, "lobby", 1).await;
+    // Node a has no member left in the room: it no longer listens to it.
+    assert_eq!(listeners(&redis, "lobby").await, 1);
+    say(&mut b1, "alone").await;
+    assert_eq!(next_text(&mut b1).await, "alone");
+}
+
+#[test]
+fn the_members_of_a_node_that_dies_disappear_once_its_heartbeat_expires() {
+    // Node c runs in a runtime of its own, so that dropping the runtime kills it as a crash
+    // would: its tasks stop, nothing leaves the cluster cleanly.
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        let redis = RedisServer::start().await;
+        let a = node(&redis).await;
+        let (_a1, _) = member(&a, "lobby").await;
+
+        let url = redis.url();
+        let (ready, addr) = tokio::sync::oneshot::channel();
+        let (kill, killed) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().expect("node c's runtime");
+            runtime.block_on(async {
+                let rooms = Rooms::builder()
+                    .redis(RedisConfig::new(url).heartbeat(HEARTBEAT))
+                    .await
+                    .expect("node c's rooms");
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                let _ = ready.send(listener.local_addr().expect("address"));
+                let app: axum::Router = Tachyon::with_state(rooms).websocket(chat).into();
+                tokio::spawn(async move { axum::serve(listener, app).await });
+            });
+            // Wait (bounded) for the test to say die, then drop the runtime with everything.
+            let _ = killed.recv_timeout(support::WAIT * 3);
+            drop(runtime);
+        });
+        let addr = within("node c to start", addr)
+            .await
+            .expect("node c's address");
+        let url = format!("ws://{addr}/chat/lobby");
+        let mut c_clients = Vec::new();
+        for _ in 0..2 {
+            let (mut client, _) = within("connecting to c", tokio_tungstenite::connect_async(&url))
+                .await
+                .expect("handshake");
+            next_text(&mut client).await;
+            c_clients.push(client);
+        }
+        until_count(&a.rooms, "lobby", 3).await;
+
+        kill.send(()).expect("node c is running");
+        within("node c to stop", async {
+            while !thread.is_finished() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        // Nothing removed c's members: they go when c's heartbeat expires (3 × 200 ms here).
+        until_count(&a.rooms, "lobby", 1).await;
+        drop(c_clients);
+    });
+}
+
+#[tokio::test]
+async fn redis_restarted_in_the_middle_loses_only_what_was_sent_meanwhile() {
+    let mut redis = RedisServer::start().await;
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let (mut a1, _) = member(&a, "lobby").await;
+    let (mut b1, _) = member(&b, "lobby").await;
+    until_count(&a.rooms, "lobby", 2).await;
+
+    redis.stop().await;
+    until_state(&a.rooms, ClusterState::Reconnecting).await;
+    until_state(&b.rooms, ClusterState::Reconnecting).await;
+    assert!(matches!(
+        a.rooms.cluster_member_count("lobby").await,
+        Err(ClusterError::Unavailable { .. })
+    ));
+    // Local delivery goes on; the other node is reported as not reached.
+    let delivery = a.rooms.broadcast("lobby", "during the outage");
+    assert_eq!(
+        (delivery.reached, delivery.remote),
+        (1, Remote::NotDelivered)
+    );
+    assert!(!delivery.is_complete());
+    assert_eq!(next_text(&mut a1).await, "during the outage");
+
+    // Redis comes back empty: the nodes reconnect, resubscribe and write their members again.
+    redis.restart().await;
+    until_state(&a.rooms, ClusterState::Connected).await;
+    until_state(&b.rooms, ClusterState::Connected).await;
+    until_count(&a.rooms, "lobby", 2).await;
+    until_count(&b.rooms, "lobby", 2).await;
+    assert_eq!(listeners(&redis, "lobby").await, 2);
+
+    say(&mut a1, "after the restart").await;
+    assert_eq!(next_text(&mut a1).await, "after the restart");
+    // b1's first message since the outage: it missed "during the outage", as reported.
+    assert_eq!(next_text(&mut b1).await, "after the restart");
+}
