@@ -5,6 +5,15 @@
 //! leave notices update live; a member leaves its room however its connection ends (closed tab,
 //! lost network, keepalive timeout), and the others are told.
 //!
+//! Several instances share their rooms through Redis: people on different instances talk in one
+//! room, and the member list counts everyone (names are kept in the Redis hash `chat:names`).
+//!
+//! ```sh
+//! redis-server --port 6379 &
+//! cargo run --example chat -- --addr 127.0.0.1:8000 --redis redis://127.0.0.1:6379
+//! cargo run --example chat -- --addr 127.0.0.1:8001 --redis redis://127.0.0.1:6379
+//! ```
+//!
 //! The protocol is JSON. The client sends `{"type": "join", "name": "..."}` first, then
 //! `{"type": "message", "text": "..."}`. The server sends `members` (the room's names), `joined`
 //! and `left` notices, `message`s, and `error`s.
@@ -17,7 +26,9 @@ use axum::extract::{FromRef, State};
 use axum::response::Html;
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
-use tachyon::{CloseCode, ConnectionId, Rooms, Tachyon, WebSocket, websocket};
+use tachyon::{
+    CloseCode, ConnectionId, RedisConfig, Rooms, RoomsBuilder, Tachyon, WebSocket, websocket,
+};
 
 /// What a client sends.
 #[derive(Debug, Deserialize)]
@@ -39,7 +50,7 @@ enum ServerMessage<'a> {
 }
 
 /// The app's state: the rooms, and each member's name.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct Chat {
     rooms: Rooms,
     names: Names,
@@ -51,13 +62,19 @@ impl FromRef<Chat> for Rooms {
     }
 }
 
-/// Names by connection.
-#[derive(Clone, Debug, Default)]
-struct Names(Arc<Mutex<HashMap<ConnectionId, String>>>);
+/// Names by connection: of this instance's members, and with Redis, of everyone's.
+#[derive(Clone, Default)]
+struct Names {
+    local: Arc<Mutex<HashMap<ConnectionId, String>>>,
+    /// The hash `chat:names` (connection id → name) that instances share through Redis.
+    shared: Option<redis::aio::MultiplexedConnection>,
+}
+
+const SHARED_NAMES: &str = "chat:names";
 
 impl Names {
     fn get(&self, id: ConnectionId) -> Option<String> {
-        self.0
+        self.local
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&id)
@@ -65,20 +82,20 @@ impl Names {
     }
 
     fn insert(&self, id: ConnectionId, name: String) {
-        self.0
+        self.local
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(id, name);
     }
 
     fn remove(&self, id: ConnectionId) -> Option<String> {
-        self.0
+        self.local
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&id)
     }
 
-    /// The sorted names of `room`'s members.
+    /// The sorted names of `room`'s members on this instance.
     fn of(&self, rooms: &Rooms, room: &str) -> Vec<String> {
         let mut names: Vec<String> = rooms
             .members(room)
@@ -88,28 +105,91 @@ impl Names {
         names.sort();
         names
     }
+
+    /// Tells `room` its member list, after `id` joined (`Some(name)`) or left (`None`). Through
+    /// Redis the list spans every instance, so it is built in a task of its own (it awaits).
+    fn announce_members(
+        &self,
+        rooms: &Rooms,
+        room: &str,
+        id: ConnectionId,
+        joined: Option<String>,
+    ) {
+        let Some(mut redis) = self.shared.clone() else {
+            let members = self.of(rooms, room);
+            let _ = rooms.broadcast_json(room, &ServerMessage::Members { members });
+            return;
+        };
+        let (rooms, room) = (rooms.clone(), room.to_owned());
+        tokio::spawn(async move {
+            let id = id.to_string();
+            let mut write = redis::cmd(if joined.is_some() { "HSET" } else { "HDEL" });
+            write.arg(SHARED_NAMES).arg(&id);
+            if let Some(name) = joined {
+                write.arg(name);
+            }
+            let written = write.query_async::<()>(&mut redis).await;
+            let ids = match (written, rooms.cluster_members(&room).await) {
+                (Ok(()), Ok(ids)) => ids,
+                (Err(error), _) => return tracing::warn!(%error, "names not updated"),
+                (_, Err(error)) => return tracing::warn!(%error, "no member list"),
+            };
+            if ids.is_empty() {
+                return;
+            }
+            let mut lookup = redis::cmd("HMGET");
+            lookup.arg(SHARED_NAMES);
+            for id in &ids {
+                lookup.arg(id.to_string());
+            }
+            let names: Vec<Option<String>> = match lookup.query_async(&mut redis).await {
+                Ok(names) => names,
+                Err(error) => return tracing::warn!(%error, "no member list"),
+            };
+            let mut members: Vec<String> = names.into_iter().flatten().collect();
+            members.sort();
+            let _ = rooms.broadcast_json(&room, &ServerMessage::Members { members });
+        });
+    }
 }
 
 impl Chat {
-    /// Rooms whose presence hooks announce every join and leave, with the new member list.
+    /// Rooms in this process whose presence hooks announce every join and leave, with the new
+    /// member list.
     pub(crate) fn new() -> Self {
         let names = Names::default();
+        let rooms = Self::announcing(&names).build();
+        Self { rooms, names }
+    }
+
+    /// The same, with rooms (and names) shared through the Redis at `url`.
+    pub(crate) async fn with_redis(url: &str) -> Result<Self, Box<dyn std::error::Error>> {
+        let connection = redis::Client::open(url)?
+            .get_multiplexed_async_connection()
+            .await?;
+        let names = Names {
+            shared: Some(connection),
+            ..Names::default()
+        };
+        let rooms = Self::announcing(&names)
+            .redis(RedisConfig::new(url))
+            .await?;
+        Ok(Self { rooms, names })
+    }
+
+    fn announcing(names: &Names) -> RoomsBuilder {
         let (on_join, on_leave) = (names.clone(), names.clone());
-        let rooms = Rooms::builder()
+        Rooms::builder()
             .on_join(move |rooms, room, id| {
                 let name = on_join.get(id).unwrap_or_default();
                 let _ = rooms.broadcast_json(room, &ServerMessage::Joined { name: &name });
-                let members = on_join.of(rooms, room);
-                let _ = rooms.broadcast_json(room, &ServerMessage::Members { members });
+                on_join.announce_members(rooms, room, id, Some(name));
             })
             .on_leave(move |rooms, room, id| {
                 let name = on_leave.remove(id).unwrap_or_default();
                 let _ = rooms.broadcast_json(room, &ServerMessage::Left { name: &name });
-                let members = on_leave.of(rooms, room);
-                let _ = rooms.broadcast_json(room, &ServerMessage::Members { members });
+                on_leave.announce_members(rooms, room, id, None);
             })
-            .build();
-        Self { rooms, names }
     }
 }
 
@@ -162,9 +242,14 @@ async fn index() -> Html<&'static str> {
     Html(include_str!("chat.html"))
 }
 
-/// The whole app.
+/// The whole app, its rooms in this process.
 pub(crate) fn app() -> Tachyon<Chat> {
-    Tachyon::with_state(Chat::new())
+    app_with(Chat::new())
+}
+
+/// The whole app with the given state.
+pub(crate) fn app_with(state: Chat) -> Tachyon<Chat> {
+    Tachyon::with_state(state)
         .websocket(chat)
         .merge(axum::Router::new().route("/", get(index)))
 }
@@ -177,33 +262,45 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .unwrap_or_else(|_| "info,tachyon=debug".into()),
         )
         .init();
-    let addr = address_from_args()?;
+    let Args { addr, redis } = args()?;
+    let app = match redis {
+        Some(url) => app_with(Chat::with_redis(&url).await?),
+        None => app(),
+    };
     tracing::info!("chat on http://{addr}/");
-    app().serve(addr).await?;
+    app.serve(addr).await?;
     Ok(())
 }
 
-/// `--addr HOST:PORT`, default `127.0.0.1:8000`.
-fn address_from_args() -> Result<SocketAddr, String> {
+/// The command line: `--addr HOST:PORT` (default `127.0.0.1:8000`) and `--redis URL`.
+struct Args {
+    addr: SocketAddr,
+    redis: Option<String>,
+}
+
+fn args() -> Result<Args, String> {
+    const USAGE: &str = "usage: chat [--addr HOST:PORT] [--redis redis://HOST:PORT]";
     let mut args = std::env::args().skip(1);
-    let mut addr = "127.0.0.1:8000".to_owned();
+    let (mut addr, mut redis) = ("127.0.0.1:8000".to_owned(), None);
     while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--addr" => {
-                addr = args
-                    .next()
-                    .ok_or("--addr needs a value, like 127.0.0.1:8000")?;
-            }
-            other => match other.strip_prefix("--addr=") {
-                Some(value) => addr = value.to_owned(),
-                None => {
-                    return Err(format!(
-                        "unknown argument `{other}`; usage: chat [--addr HOST:PORT]"
-                    ));
-                }
-            },
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
+            None => (arg, None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or(format!("{name} needs a value; {USAGE}"))
+        };
+        match name.as_str() {
+            "--addr" => addr = value()?,
+            "--redis" => redis = Some(value()?),
+            other => return Err(format!("unknown argument `{other}`; {USAGE}")),
         }
     }
-    addr.parse()
-        .map_err(|error| format!("--addr `{addr}` is not HOST:PORT ({error})"))
+    let addr = addr
+        .parse()
+        .map_err(|error| format!("--addr `{addr}` is not HOST:PORT ({error})"))?;
+    Ok(Args { addr, redis })
 }

@@ -5,6 +5,14 @@
 //! comes back. Any WebSocket client can try the other routes. Ctrl-C shuts it down gracefully:
 //! every client gets a 1001 close frame.
 //!
+//! Two instances share their rooms through Redis (`/chat/{room}` then spans both):
+//!
+//! ```sh
+//! redis-server --port 6379 &
+//! cargo run --example tour -- --addr 127.0.0.1:8000 --redis redis://127.0.0.1:6379
+//! cargo run --example tour -- --addr 127.0.0.1:8001 --redis redis://127.0.0.1:6379
+//! ```
+//!
 //! | Route | What it does |
 //! |-------|--------------|
 //! | `/ws` | echoes `Echo: {text}` |
@@ -24,7 +32,7 @@ use axum::extract::State;
 use axum::response::Html;
 use axum::routing::get;
 use serde_json::{Value, json};
-use tachyon::{Rooms, Router, Tachyon, WebSocket, websocket};
+use tachyon::{RedisConfig, Rooms, Router, Tachyon, WebSocket, websocket};
 
 /// The basic echo.
 #[websocket("/ws")]
@@ -154,6 +162,14 @@ pub(crate) struct Tour {
     rooms: Rooms,
 }
 
+impl Tour {
+    /// The tour's state, its rooms shared with every instance linked to the Redis at `url`.
+    pub(crate) async fn with_redis(url: &str) -> Result<Self, tachyon::ClusterError> {
+        let rooms = Rooms::builder().redis(RedisConfig::new(url)).await?;
+        Ok(Self { rooms })
+    }
+}
+
 /// The page at `/`: the chapter's JavaScript client.
 async fn index() -> Html<&'static str> {
     Html(
@@ -182,8 +198,13 @@ ws.onopen = () => ws.send("Hello!");
 
 /// The whole app: WebSocket routes, a router with a prefix, and an HTTP page.
 pub(crate) fn app() -> Tachyon<Tour> {
+    app_with(Tour::default())
+}
+
+/// The app with the given state (rooms through Redis, for one).
+pub(crate) fn app_with(tour: Tour) -> Tachyon<Tour> {
     let api = Router::with_prefix("/api/v1").websocket(notifications);
-    Tachyon::with_state(Tour::default())
+    Tachyon::with_state(tour)
         .websocket(echo)
         .websocket(room)
         .websocket(json_ws)
@@ -205,8 +226,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .unwrap_or_else(|_| "info,tachyon=debug".into()),
         )
         .init();
-    let addr = address_from_args()?;
-    let app = app();
+    let Args { addr, redis } = args()?;
+    let app = match redis {
+        Some(url) => app_with(Tour::with_redis(&url).await?),
+        None => app(),
+    };
     tracing::info!(
         "serving on http://{addr}/ with WebSocket routes {:?}",
         app.routes().collect::<Vec<_>>()
@@ -215,27 +239,35 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// `--addr HOST:PORT`, default `127.0.0.1:8000`.
-fn address_from_args() -> Result<SocketAddr, String> {
+/// The command line: `--addr HOST:PORT` (default `127.0.0.1:8000`) and `--redis URL`.
+struct Args {
+    addr: SocketAddr,
+    redis: Option<String>,
+}
+
+fn args() -> Result<Args, String> {
+    const USAGE: &str = "usage: tour [--addr HOST:PORT] [--redis redis://HOST:PORT]";
     let mut args = std::env::args().skip(1);
-    let mut addr = "127.0.0.1:8000".to_owned();
+    let (mut addr, mut redis) = ("127.0.0.1:8000".to_owned(), None);
     while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--addr" => {
-                addr = args
-                    .next()
-                    .ok_or("--addr needs a value, like 127.0.0.1:8000")?;
-            }
-            other => match other.strip_prefix("--addr=") {
-                Some(value) => addr = value.to_owned(),
-                None => {
-                    return Err(format!(
-                        "unknown argument `{other}`; usage: tour [--addr HOST:PORT]"
-                    ));
-                }
-            },
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
+            None => (arg, None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or(format!("{name} needs a value; {USAGE}"))
+        };
+        match name.as_str() {
+            "--addr" => addr = value()?,
+            "--redis" => redis = Some(value()?),
+            other => return Err(format!("unknown argument `{other}`; {USAGE}")),
         }
     }
-    addr.parse()
-        .map_err(|error| format!("--addr `{addr}` is not HOST:PORT ({error})"))
+    let addr = addr
+        .parse()
+        .map_err(|error| format!("--addr `{addr}` is not HOST:PORT ({error})"))?;
+    Ok(Args { addr, redis })
 }

@@ -6,7 +6,13 @@
 //! The harness starts its own `redis-server` (from the system's packages) on a free port and
 //! stops it after; without one on PATH these tests fail saying how to get it.
 
+#[path = "../examples/chat.rs"]
+#[allow(dead_code)]
+mod chat_example;
 mod support;
+#[path = "../examples/tour.rs"]
+#[allow(dead_code)]
+mod tour_example;
 
 use std::time::Duration;
 
@@ -254,6 +260,9 @@ async fn membership_is_counted_over_every_node_and_follows_leaves() {
     let redis = RedisServer::start().await;
     let (a, b) = (node(&redis).await, node(&redis).await);
     let (mut a1, a1_id) = member(&a, "lobby").await;
+    // A node's own join is in its next answer: questions queue behind membership changes.
+    let count = within("a count", a.rooms.cluster_member_count("lobby")).await;
+    assert_eq!(count.expect("a count"), 1);
     let (a2, a2_id) = member(&a, "lobby").await;
     let (mut b1, b1_id) = member(&b, "lobby").await;
     until_count(&b.rooms, "lobby", 3).await;
@@ -378,4 +387,103 @@ async fn redis_restarted_in_the_middle_loses_only_what_was_sent_meanwhile() {
     assert_eq!(next_text(&mut a1).await, "after the restart");
     // b1's first message since the outage: it missed "during the outage", as reported.
     assert_eq!(next_text(&mut b1).await, "after the restart");
+}
+
+// --- The examples, two instances each ------------------------------------------------------------
+
+async fn send_json(client: &mut Client, value: serde_json::Value) {
+    say(client, &value.to_string()).await;
+}
+
+async fn next_json(client: &mut Client) -> serde_json::Value {
+    let text = next_text(client).await;
+    serde_json::from_str(&text).unwrap_or_else(|error| panic!("not JSON ({error}): {text}"))
+}
+
+#[tokio::test]
+async fn two_chat_instances_share_rooms_and_the_member_list() {
+    use serde_json::json;
+    let redis = RedisServer::start().await;
+    let instance = || async {
+        let state = within(
+            "the chat's state",
+            chat_example::Chat::with_redis(&redis.url()),
+        )
+        .await
+        .expect("the chat reaches Redis");
+        serve(chat_example::app_with(state)).await
+    };
+    let (a, b) = (instance().await, instance().await);
+
+    let mut alice = raw_connect(&a, "/chat/garden").await;
+    send_json(&mut alice, json!({"type": "join", "name": "alice"})).await;
+    assert_eq!(
+        next_json(&mut alice).await,
+        json!({"type": "joined", "name": "alice"})
+    );
+    assert_eq!(
+        next_json(&mut alice).await,
+        json!({"type": "members", "members": ["alice"]})
+    );
+
+    let mut bob = raw_connect(&b, "/chat/garden").await;
+    send_json(&mut bob, json!({"type": "join", "name": "bob"})).await;
+    assert_eq!(
+        next_json(&mut bob).await,
+        json!({"type": "joined", "name": "bob"})
+    );
+    // Bob's instance lists everyone in the room, on both instances.
+    assert_eq!(
+        next_json(&mut bob).await,
+        json!({"type": "members", "members": ["alice", "bob"]})
+    );
+    assert_eq!(
+        next_json(&mut alice).await,
+        json!({"type": "joined", "name": "bob"})
+    );
+    assert_eq!(
+        next_json(&mut alice).await,
+        json!({"type": "members", "members": ["alice", "bob"]})
+    );
+
+    send_json(&mut alice, json!({"type": "message", "text": "hi bob"})).await;
+    for client in [&mut alice, &mut bob] {
+        assert_eq!(
+            next_json(client).await,
+            json!({"type": "message", "name": "alice", "text": "hi bob"})
+        );
+    }
+    drop(bob);
+    assert_eq!(
+        next_json(&mut alice).await,
+        json!({"type": "left", "name": "bob"})
+    );
+    assert_eq!(
+        next_json(&mut alice).await,
+        json!({"type": "members", "members": ["alice"]})
+    );
+}
+
+#[tokio::test]
+async fn the_tours_chat_spans_two_instances() {
+    let redis = RedisServer::start().await;
+    let instance = || async {
+        let state = within(
+            "the tour's state",
+            tour_example::Tour::with_redis(&redis.url()),
+        )
+        .await
+        .expect("the tour reaches Redis");
+        serve(tour_example::app_with(state)).await
+    };
+    let (a, b) = (instance().await, instance().await);
+    let mut on_a = raw_connect(&a, "/chat/lobby").await;
+    let mut on_b = raw_connect(&b, "/chat/lobby").await;
+    // The tour's chat says nothing on join: wait until both nodes have written their member.
+    let rooms = redis_rooms(&redis).await;
+    until_count(&rooms, "lobby", 2).await;
+    say(&mut on_b, "hello").await;
+    for client in [&mut on_a, &mut on_b] {
+        assert_eq!(next_text(client).await, "[lobby] hello");
+    }
 }

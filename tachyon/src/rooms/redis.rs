@@ -16,14 +16,14 @@
 use std::collections::HashSet;
 use std::error::Error as StdError;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 
 use axum::body::Bytes;
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Client, Msg};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::connection::ConnectionId;
 use crate::message::Message;
@@ -145,7 +145,6 @@ impl RoomsBuilder {
             url,
             up: AtomicBool::new(true),
             dirty: AtomicBool::new(false),
-            commands: Mutex::new(Some(connection.commands.clone())),
             timeout: config.timeout,
         });
         Ok(self.build_with(|rooms| {
@@ -268,22 +267,12 @@ struct LinkState {
     /// A membership change could not be queued: the link rewrites this node's membership at
     /// the next heartbeat.
     dirty: AtomicBool,
-    /// The command connection, for cluster-wide questions (`None` while reconnecting).
-    commands: Mutex<Option<MultiplexedConnection>>,
     timeout: Duration,
 }
 
 impl LinkState {
-    fn commands(&self) -> Option<MultiplexedConnection> {
-        self.commands
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    fn set(&self, commands: Option<MultiplexedConnection>) {
-        self.up.store(commands.is_some(), Ordering::Release);
-        *self.commands.lock().unwrap_or_else(PoisonError::into_inner) = commands;
+    fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::Release);
     }
 
     fn failed(&self, source: impl Into<BoxError>) -> ClusterError {
@@ -300,6 +289,12 @@ enum Command {
     Publish { channel: String, payload: Vec<u8> },
     /// A connection joined or left a room here: make Redis say what the registry says now.
     Membership { room: Arc<str>, id: ConnectionId },
+    /// A cluster-wide question. Sent in order with the rest, so its answer includes this
+    /// node's earlier joins and leaves.
+    Ask {
+        question: redis::Cmd,
+        answer: oneshot::Sender<redis::Value>,
+    },
 }
 
 /// The backend held by the rooms: it queues for the link and never waits.
@@ -325,8 +320,9 @@ impl RedisBackend {
 
     fn ask<T: redis::FromRedisValue + Send + 'static>(&self, room: &str, what: &str) -> Answer<T> {
         let state = Arc::clone(&self.state);
-        let mut script = redis::cmd("EVAL");
-        script
+        let commands = self.commands.clone();
+        let mut question = redis::cmd("EVAL");
+        question
             .arg(CLUSTER_MEMBERS)
             .arg(1)
             .arg(&self.keys.nodes)
@@ -334,14 +330,33 @@ impl RedisBackend {
             .arg(room)
             .arg(what);
         Box::pin(async move {
-            let Some(mut commands) = state.commands() else {
-                return Err(ClusterError::Unavailable {
-                    url: state.url.clone(),
-                });
+            let unavailable = || ClusterError::Unavailable {
+                url: state.url.clone(),
             };
-            within(state.timeout, script.query_async::<T>(&mut commands))
-                .await
-                .map_err(|error| state.failed(error))
+            if !state.up.load(Ordering::Acquire) {
+                return Err(unavailable());
+            }
+            let (answer, answered) = oneshot::channel();
+            let asked = Command::Ask { question, answer };
+            // Waiting for room in the queue is fine here: the caller awaits an answer anyway.
+            let value = within(state.timeout * 2, async {
+                commands.send(asked).await.map_err(|_| "the link ended")?;
+                answered
+                    .await
+                    .map_err(|_| "the link was lost before answering")
+            })
+            .await
+            .map_err(|error| {
+                if state.up.load(Ordering::Acquire) {
+                    state.failed(error)
+                } else {
+                    unavailable()
+                }
+            })?;
+            redis::from_redis_value::<T>(
+                value.extract_error().map_err(|error| state.failed(error))?,
+            )
+            .map_err(|error| state.failed(error))
         })
     }
 }
@@ -445,7 +460,7 @@ impl Link {
                 }
                 Err(error) => error,
             };
-            self.state.set(None);
+            self.state.set_up(false);
             tracing::warn!(
                 url = %self.state.url, %error,
                 "lost the link to Redis: broadcasts reach this server's members only until it is back; reconnecting"
@@ -462,7 +477,7 @@ impl Link {
     /// Serves until every `Rooms` is dropped (`Ok`) or the link is lost.
     async fn serve(&mut self, connection: &mut Connection) -> Result<(), BoxError> {
         self.resync(connection).await?;
-        self.state.set(Some(connection.commands.clone()));
+        self.state.set_up(true);
         let mut heartbeat = tokio::time::interval(self.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         heartbeat.reset();
@@ -499,10 +514,15 @@ impl Link {
         let ttl = millis(self.ttl);
         let mut pipe = redis::pipe();
         let (mut subscribe, mut unsubscribe) = (Vec::new(), Vec::new());
+        let mut answers = Vec::new();
         for command in batch.drain(..) {
             match command {
                 Command::Publish { channel, payload } => {
                     pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
+                }
+                Command::Ask { question, answer } => {
+                    pipe.add_command(question);
+                    answers.push(answer);
                 }
                 Command::Membership { room, id } => {
                     let Some(rooms) = &rooms else { continue };
@@ -545,8 +565,18 @@ impl Link {
         if !unsubscribe.is_empty() {
             within(timeout, connection.subscriptions.unsubscribe(unsubscribe)).await?;
         }
-        if !pipe.is_empty() {
-            within(timeout, pipe.query_async::<()>(&mut connection.commands)).await?;
+        if pipe.is_empty() {
+            return Ok(());
+        }
+        // Only the questions' replies come back (everything else is ignored), in order. An
+        // error reply to one question goes to its asker, not to the whole link.
+        let replies: Vec<redis::Value> = within(
+            timeout,
+            pipe.ignore_errors().query_async(&mut connection.commands),
+        )
+        .await?;
+        for (answer, reply) in answers.into_iter().zip(replies) {
+            let _ = answer.send(reply);
         }
         Ok(())
     }
@@ -690,7 +720,8 @@ impl Link {
                     command = self.commands.recv() => match command {
                         None => return None,
                         Some(Command::Publish { .. }) => lost += 1,
-                        Some(Command::Membership { .. }) => {}
+                        // Dropping the question's sender answers it: unavailable.
+                        Some(Command::Membership { .. } | Command::Ask { .. }) => {}
                     },
                 }
             }
@@ -713,7 +744,7 @@ impl Link {
 
     /// Takes this node out of the cluster (every `Rooms` was dropped); best effort.
     async fn leave_cluster(&mut self, connection: &mut Connection) {
-        self.state.set(None);
+        self.state.set_up(false);
         let mut pipe = redis::pipe();
         pipe.cmd("ZREM")
             .arg(&self.keys.nodes)
