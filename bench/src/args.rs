@@ -13,7 +13,8 @@ instead (idle-memory only with --pid, the server's process id, to read its memor
 
   --quick          short runs (the whole comparison takes well under a minute)
   --rounds N       rounds per scenario, at least 3 (default 3)
-  --only SCENARIO  one of: echo-32, echo-16k, latency, connect, idle-memory
+  --only SCENARIO  one of: echo-32, echo-16k, latency, connect, idle-memory, fan-out, cluster
+                   (cluster starts its own redis-server, which must be on PATH)
   --csv            comma-separated output instead of a table";
 
 /// What the binary was asked to do.
@@ -23,6 +24,8 @@ pub(crate) enum Command {
     Bench(Options),
     /// Serve one of the servers under test (the hidden subcommand the harness starts itself with).
     Serve(ServerKind),
+    /// Serve a Tachyon node whose rooms go through the Redis at this URL (hidden, as `serve`).
+    ServeNode(String),
     /// Print the usage text.
     Help,
 }
@@ -52,6 +55,10 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, S
     while let Some(arg) = args.next() {
         if first && arg == "serve" {
             let kind = args.next().ok_or("serve: which server? raw or tachyon")?;
+            if kind == "node" {
+                let url = args.next().ok_or("serve node: which Redis URL?")?;
+                return Ok(Command::ServeNode(url));
+            }
             return ServerKind::parse(&kind)
                 .map(Command::Serve)
                 .ok_or_else(|| format!("serve: unknown server `{kind}` (raw or tachyon)"));

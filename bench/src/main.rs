@@ -10,6 +10,7 @@
 
 mod args;
 mod client;
+mod cluster;
 mod report;
 mod scenario;
 mod server;
@@ -26,6 +27,7 @@ use server::{Server, ServerKind};
 async fn main() -> ExitCode {
     let result = match args::parse(std::env::args().skip(1)) {
         Ok(Command::Serve(kind)) => server::serve(kind).await,
+        Ok(Command::ServeNode(redis)) => server::serve_node(&redis).await,
         Ok(Command::Bench(options)) => bench(options).await,
         Ok(Command::Help) => writeln!(io::stdout(), "{}", args::USAGE),
         Err(error) => {
@@ -104,6 +106,11 @@ async fn compare(
     ];
     let mut rows = Vec::new();
     for &scenario in scenarios {
+        if scenario == Scenario::Cluster {
+            // In-process rooms against rooms through Redis: servers of its own.
+            rows.extend(cluster::compare(&servers[1], settings, rounds).await?);
+            continue;
+        }
         // runs[side][round][metric], side 0 for raw and 1 for Tachyon.
         let mut runs: [Vec<Vec<f64>>; 2] = [Vec::new(), Vec::new()];
         for round in 0..rounds {
@@ -148,6 +155,10 @@ async fn measure_one(
     };
     let mut rows = Vec::new();
     for &scenario in scenarios {
+        if scenario == Scenario::Cluster {
+            eprintln!("{}: skipped (runs its own nodes)", scenario.name());
+            continue;
+        }
         if scenario.needs_fresh_server() && pid.is_none() {
             eprintln!("{}: skipped (needs --pid)", scenario.name());
             continue;

@@ -33,6 +33,8 @@ pub(crate) enum Scenario {
     IdleMemory,
     /// Broadcast to one room: Tachyon's `Rooms` against the seed's pattern on raw axum.
     Fanout,
+    /// Broadcast from one node to members on another through Redis, against in-process rooms.
+    Cluster,
 }
 
 /// A number a scenario reports, and what it should be.
@@ -86,6 +88,11 @@ pub(crate) struct Settings {
     pub(crate) fanout_members: usize,
     /// Messages per member in the sustained part of the fan-out.
     pub(crate) fanout_burst: usize,
+    /// Sequential cross-node round trips of the cluster latency.
+    pub(crate) cluster_round_trips: usize,
+    /// Members, and messages to each, of the cluster throughput.
+    pub(crate) cluster_members: usize,
+    pub(crate) cluster_burst: usize,
 }
 
 impl Settings {
@@ -99,6 +106,9 @@ impl Settings {
             idle_connections: wanted.min(allowed).max(1),
             fanout_members: wanted.min(allowed).max(1),
             fanout_burst: if quick { 50 } else { 100 },
+            cluster_round_trips: if quick { 500 } else { 2_000 },
+            cluster_members: if quick { 20 } else { 100 },
+            cluster_burst: if quick { 200 } else { 500 },
         }
     }
 }
@@ -124,13 +134,14 @@ const MAX_ITERATIONS: u64 = 100_000_000;
 const TIME_LIMIT: Duration = Duration::from_secs(120);
 
 impl Scenario {
-    pub(crate) const ALL: [Self; 6] = [
+    pub(crate) const ALL: [Self; 7] = [
         Self::Echo32,
         Self::Echo16k,
         Self::Latency,
         Self::Connect,
         Self::IdleMemory,
         Self::Fanout,
+        Self::Cluster,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -141,6 +152,7 @@ impl Scenario {
             Self::Connect => "connect",
             Self::IdleMemory => "idle-memory",
             Self::Fanout => "fan-out",
+            Self::Cluster => "cluster",
         }
     }
 
@@ -212,8 +224,32 @@ impl Scenario {
                     ]
                 }
             }
+            Self::Cluster => Self::CLUSTER,
         }
     }
+
+    // The cluster's rows compare in-process rooms ("raw" column) with rooms through Redis
+    // ("tachyon" column): what crossing servers costs, reported without a target.
+    const CLUSTER: &'static [Metric] = &[
+        Metric {
+            name: "cluster latency p50 (in-process vs Redis)",
+            unit: "us",
+            decimals: 1,
+            goal: Goal::None,
+        },
+        Metric {
+            name: "cluster latency p99 (in-process vs Redis)",
+            unit: "us",
+            decimals: 1,
+            goal: Goal::None,
+        },
+        Metric {
+            name: "cluster broadcast (in-process vs Redis)",
+            unit: "deliv/s",
+            decimals: 0,
+            goal: Goal::None,
+        },
+    ];
 
     /// Whether each run needs a server process of its own (its memory must start clean).
     pub(crate) fn needs_fresh_server(self) -> bool {
@@ -252,6 +288,11 @@ impl Scenario {
                     fanout.first_client_cpu,
                     fanout.burst_rate,
                 ]
+            }
+            Self::Cluster => {
+                return Err(io::Error::other(
+                    "cluster runs its own nodes: see cluster::compare",
+                ));
             }
             Self::IdleMemory => {
                 let pid = endpoint

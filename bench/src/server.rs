@@ -22,7 +22,7 @@ use axum::response::Response;
 use axum::routing::get;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
-use tachyon::{Message, Rooms, WebSocket};
+use tachyon::{Message, RedisConfig, Rooms, WebSocket};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
@@ -180,6 +180,25 @@ pub(crate) async fn serve(kind: ServerKind) -> io::Result<()> {
             .websocket(fire)
             .into_router(),
     };
+    serve_app(app).await
+}
+
+/// Serves the Tachyon server with its rooms through the Redis at `redis` (a node of the cluster
+/// scenario).
+pub(crate) async fn serve_node(redis: &str) -> io::Result<()> {
+    let rooms = Rooms::builder()
+        .redis(RedisConfig::new(redis))
+        .await
+        .map_err(io::Error::other)?;
+    let app = tachyon::Tachyon::with_state(rooms)
+        .websocket(echo)
+        .websocket(member)
+        .websocket(fire)
+        .into_router();
+    serve_app(app).await
+}
+
+async fn serve_app(app: axum::Router) -> io::Result<()> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let mut stdout = io::stdout().lock();
     writeln!(stdout, "listening {}", listener.local_addr()?)?;
@@ -205,8 +224,17 @@ pub(crate) struct Server {
 impl Server {
     /// Starts `tachyon-bench serve KIND` and waits for its address.
     pub(crate) async fn start(kind: ServerKind) -> io::Result<Self> {
+        Self::start_with(&["serve", kind.name()], kind.name()).await
+    }
+
+    /// Starts `tachyon-bench serve node REDIS_URL` and waits for its address.
+    pub(crate) async fn start_node(redis: &str) -> io::Result<Self> {
+        Self::start_with(&["serve", "node", redis], "node").await
+    }
+
+    async fn start_with(args: &[&str], name: &str) -> io::Result<Self> {
         let mut child = Command::new(std::env::current_exe()?)
-            .args(["serve", kind.name()])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -217,17 +245,22 @@ impl Server {
             .ok_or_else(|| io::Error::other("no stdout"))?;
         let line = tokio::time::timeout(START_TIMEOUT, BufReader::new(stdout).lines().next_line())
             .await
-            .map_err(|_| io::Error::other(format!("{} server did not start", kind.name())))??
+            .map_err(|_| io::Error::other(format!("{} server did not start", name)))??
             .unwrap_or_default();
         let addr = line
             .strip_prefix("listening ")
             .and_then(|addr| addr.parse().ok())
-            .ok_or_else(|| io::Error::other(format!("{} server printed `{line}`", kind.name())))?;
+            .ok_or_else(|| io::Error::other(format!("{} server printed `{line}`", name)))?;
         Ok(Self { child, addr })
     }
 
     pub(crate) fn url(&self) -> String {
         format!("ws://{}/ws", self.addr)
+    }
+
+    /// `ws://ADDR`, for the paths other than the echo.
+    pub(crate) fn base(&self) -> String {
+        format!("ws://{}", self.addr)
     }
 
     pub(crate) fn pid(&self) -> Option<u32> {
