@@ -7,7 +7,7 @@
 //! connection ends, however it ends.
 //!
 //! The rooms live in this process unless they are built with a backend: with the `redis`
-//! feature, [`RoomsBuilder::redis`] spreads them over every server linked to the same Redis.
+//! feature, `RoomsBuilder::redis` spreads them over every server linked to the same Redis.
 
 mod cluster;
 #[cfg(feature = "redis")]
@@ -232,7 +232,8 @@ impl Rooms {
 
     /// The connections in `room` on every server linked to the backend; without a backend,
     /// the same as [`members`](Self::members). Members of a server that stopped without
-    /// leaving disappear once its heartbeat expires ([`RedisConfig::heartbeat`]).
+    /// leaving disappear once its heartbeat expires (`RedisConfig::heartbeat`, with the `redis`
+    /// feature).
     ///
     /// # Errors
     /// [`ClusterError::Unavailable`] while the backend is reconnecting;
