@@ -13,30 +13,12 @@ mod support;
 use std::panic::AssertUnwindSafe;
 
 use fantoccini::{Client, Locator};
-use futures_util::{FutureExt, SinkExt, StreamExt};
-use serde_json::{Value, json};
+use futures_util::{FutureExt, StreamExt};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 use support::webdriver::{browser, start_chromedriver, wait_for};
-use support::{raw_connect, serve, within};
-
-async fn send_json(client: &mut support::Client, value: Value) {
-    within("sending", client.send(Message::text(value.to_string())))
-        .await
-        .expect("send");
-}
-
-async fn next_json(client: &mut support::Client) -> Value {
-    loop {
-        match within("a message", client.next()).await {
-            Some(Ok(Message::Text(text))) => {
-                return serde_json::from_str(text.as_str()).expect("JSON");
-            }
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            other => panic!("expected a JSON message, got {other:?}"),
-        }
-    }
-}
+use support::{next_json, raw_connect, send_json, serve, within};
 
 #[tokio::test]
 async fn members_see_each_other_join_talk_and_leave() {

@@ -17,15 +17,15 @@ mod tour_example;
 use std::time::Duration;
 
 use axum::extract::State;
-use futures_util::{SinkExt, StreamExt};
 use tachyon::{
     ClusterError, ClusterState, ConnectionId, RedisConfig, Remote, Rooms, Tachyon, WebSocket,
     websocket,
 };
-use tokio_tungstenite::tungstenite::Message as WireMessage;
 
 use support::redis_server::RedisServer;
-use support::{Client, Served, raw_connect, serve, within};
+use support::{
+    Client, Served, next_json, next_text, raw_connect, send_json, send_text, serve, within,
+};
 
 /// Heartbeat of the test nodes: a dead node drops out after three of these.
 const HEARTBEAT: Duration = Duration::from_millis(200);
@@ -81,26 +81,6 @@ async fn member(node: &Node, room: &str) -> (Client, ConnectionId) {
         .and_then(|id| id.parse().ok())
         .unwrap_or_else(|| panic!("unexpected greeting {greeting}"));
     (client, id)
-}
-
-async fn next_text(client: &mut Client) -> String {
-    loop {
-        match within("a message", client.next())
-            .await
-            .expect("the connection ended")
-            .expect("a frame")
-        {
-            WireMessage::Text(text) => return text.as_str().to_owned(),
-            WireMessage::Ping(_) | WireMessage::Pong(_) => {}
-            other => panic!("expected text, got {other:?}"),
-        }
-    }
-}
-
-async fn say(client: &mut Client, text: &str) {
-    within("sending", client.send(WireMessage::text(text)))
-        .await
-        .expect("send");
 }
 
 /// Waits until `rooms` counts `expected` members in `room` over the cluster.
@@ -195,15 +175,15 @@ async fn a_broadcast_reaches_every_member_on_every_node_exactly_once() {
     assert_eq!(listeners(&redis, "lobby").await, 3);
     assert_eq!(listeners(&redis, "other").await, 1);
 
-    say(&mut b1, "hello from b").await;
-    say(&mut b1, "end").await;
+    send_text(&mut b1, "hello from b").await;
+    send_text(&mut b1, "end").await;
     for client in [&mut a1, &mut a2, &mut b1, &mut c1] {
         // The next two messages: the broadcast once, then the marker (no second copy between).
         assert_eq!(next_text(client).await, "hello from b");
         assert_eq!(next_text(client).await, "end");
     }
     // The member of another room got nothing: its first message is its own room's.
-    say(&mut elsewhere, "only here").await;
+    send_text(&mut elsewhere, "only here").await;
     assert_eq!(next_text(&mut elsewhere).await, "only here");
 
     // A broadcast made through the API reports the other nodes as reached.
@@ -226,7 +206,7 @@ async fn order_except_and_send_to_work_across_nodes() {
 
     // One publisher's messages arrive in the order sent.
     for n in 0..200 {
-        say(&mut sender, &format!("m{n}")).await;
+        send_text(&mut sender, &format!("m{n}")).await;
     }
     for n in 0..200 {
         assert_eq!(next_text(&mut remote).await, format!("m{n}"));
@@ -234,11 +214,11 @@ async fn order_except_and_send_to_work_across_nodes() {
     }
 
     // All but one: the publisher (on node a) is left out, the member on node b is not.
-    say(&mut sender, "except not for me").await;
+    send_text(&mut sender, "except not for me").await;
     assert_eq!(next_text(&mut remote).await, "not for me");
-    say(&mut remote, "except from b").await;
+    send_text(&mut remote, "except from b").await;
     assert_eq!(next_text(&mut sender).await, "from b");
-    say(&mut remote, "marker").await;
+    send_text(&mut remote, "marker").await;
     assert_eq!(next_text(&mut remote).await, "marker"); // b got neither "from b" nor "not for me" twice
     assert_eq!(next_text(&mut sender).await, "marker");
 
@@ -283,13 +263,13 @@ async fn membership_is_counted_over_every_node_and_follows_leaves() {
     // A connection that ends leaves everywhere; one that leaves the room too.
     drop(a2);
     until_count(&b.rooms, "lobby", 2).await;
-    say(&mut a1, "leave").await;
+    send_text(&mut a1, "leave").await;
     assert_eq!(next_text(&mut a1).await, "left");
     until_count(&b.rooms, "lobby", 1).await;
     until_count(&a.rooms, "lobby", 1).await;
     // Node a has no member left in the room: it no longer listens to it.
     assert_eq!(listeners(&redis, "lobby").await, 1);
-    say(&mut b1, "alone").await;
+    send_text(&mut b1, "alone").await;
     assert_eq!(next_text(&mut b1).await, "alone");
 }
 
@@ -383,22 +363,13 @@ async fn redis_restarted_in_the_middle_loses_only_what_was_sent_meanwhile() {
     until_count(&b.rooms, "lobby", 2).await;
     assert_eq!(listeners(&redis, "lobby").await, 2);
 
-    say(&mut a1, "after the restart").await;
+    send_text(&mut a1, "after the restart").await;
     assert_eq!(next_text(&mut a1).await, "after the restart");
     // b1's first message since the outage: it missed "during the outage", as reported.
     assert_eq!(next_text(&mut b1).await, "after the restart");
 }
 
 // --- The examples, two instances each ------------------------------------------------------------
-
-async fn send_json(client: &mut Client, value: serde_json::Value) {
-    say(client, &value.to_string()).await;
-}
-
-async fn next_json(client: &mut Client) -> serde_json::Value {
-    let text = next_text(client).await;
-    serde_json::from_str(&text).unwrap_or_else(|error| panic!("not JSON ({error}): {text}"))
-}
 
 #[tokio::test]
 async fn two_chat_instances_share_rooms_and_the_member_list() {
@@ -482,7 +453,7 @@ async fn the_tours_chat_spans_two_instances() {
     // The tour's chat says nothing on join: wait until both nodes have written their member.
     let rooms = redis_rooms(&redis).await;
     until_count(&rooms, "lobby", 2).await;
-    say(&mut on_b, "hello").await;
+    send_text(&mut on_b, "hello").await;
     for client in [&mut on_a, &mut on_b] {
         assert_eq!(next_text(client).await, "[lobby] hello");
     }

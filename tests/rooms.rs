@@ -12,7 +12,7 @@ use tachyon::{ConnectionId, Delivery, Remote, Rooms, SlowMember, Tachyon, WebSoc
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WireMessage;
 
-use support::{Client, Served, raw_connect, reports, serve, within};
+use support::{Client, Served, next_text, raw_connect, reports, serve, within};
 
 type Reporter = mpsc::UnboundedSender<String>;
 
@@ -101,20 +101,6 @@ async fn app(policy: SlowMember) -> (Served, Rooms, support::Reports) {
     )
     .await;
     (served, rooms, reports)
-}
-
-async fn next_text(client: &mut Client) -> String {
-    loop {
-        match within("a message", client.next())
-            .await
-            .expect("the connection ended")
-            .expect("a frame")
-        {
-            WireMessage::Text(text) => return text.as_str().to_owned(),
-            WireMessage::Ping(_) | WireMessage::Pong(_) => {}
-            other => panic!("expected text, got {other:?}"),
-        }
-    }
 }
 
 /// Joins `path` and returns the client and its connection id, once the join was reported.

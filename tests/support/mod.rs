@@ -130,6 +130,42 @@ pub async fn raw_connect(served: &Served, path: &str) -> Client {
     client
 }
 
+/// The next text message from the server to a tokio-tungstenite client, skipping pings.
+pub async fn next_text(client: &mut Client) -> String {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        match within("a message", client.next())
+            .await
+            .expect("the connection ended")
+            .expect("a frame")
+        {
+            Message::Text(text) => return text.as_str().to_owned(),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+}
+
+/// Sends a text message from a tokio-tungstenite client.
+pub async fn send_text(client: &mut Client, text: &str) {
+    use futures_util::SinkExt;
+    within("sending", client.send(text.into()))
+        .await
+        .expect("send");
+}
+
+/// Sends `value` as a JSON text message.
+pub async fn send_json(client: &mut Client, value: serde_json::Value) {
+    send_text(client, &value.to_string()).await;
+}
+
+/// The next text message, parsed as JSON.
+pub async fn next_json(client: &mut Client) -> serde_json::Value {
+    let text = next_text(client).await;
+    serde_json::from_str(&text).unwrap_or_else(|error| panic!("not JSON ({error}): {text}"))
+}
+
 /// The close code of a tungstenite close frame, as a number.
 pub fn wire_code(code: WireCloseCode) -> u16 {
     code.into()
