@@ -22,6 +22,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use tokio::sync::mpsc;
+
 use axum::extract::{FromRef, State};
 use axum::response::Html;
 use axum::routing::get;
@@ -66,8 +68,17 @@ impl FromRef<Chat> for Rooms {
 #[derive(Clone, Default)]
 struct Names {
     local: Arc<Mutex<HashMap<ConnectionId, String>>>,
-    /// The hash `chat:names` (connection id → name) that instances share through Redis.
-    shared: Option<redis::aio::MultiplexedConnection>,
+    /// With Redis: the joins and leaves to write to the hash `chat:names` (connection id →
+    /// name) that instances share, and to announce, in order, by [`announce`].
+    shared: Option<mpsc::Sender<Change>>,
+}
+
+/// A join (`joined` holds the name) or a leave, for [`announce`].
+struct Change {
+    rooms: Rooms,
+    room: String,
+    id: ConnectionId,
+    joined: Option<String>,
 }
 
 const SHARED_NAMES: &str = "chat:names";
@@ -107,7 +118,7 @@ impl Names {
     }
 
     /// Tells `room` its member list, after `id` joined (`Some(name)`) or left (`None`). Through
-    /// Redis the list spans every instance, so it is built in a task of its own (it awaits).
+    /// Redis the list spans every instance: [`announce`] builds it (it awaits Redis).
     fn announce_members(
         &self,
         rooms: &Rooms,
@@ -115,42 +126,67 @@ impl Names {
         id: ConnectionId,
         joined: Option<String>,
     ) {
-        let Some(mut redis) = self.shared.clone() else {
+        let Some(changes) = &self.shared else {
             let members = self.of(rooms, room);
             let _ = rooms.broadcast_json(room, &ServerMessage::Members { members });
             return;
         };
-        let (rooms, room) = (rooms.clone(), room.to_owned());
-        tokio::spawn(async move {
-            let id = id.to_string();
-            let mut write = redis::cmd(if joined.is_some() { "HSET" } else { "HDEL" });
-            write.arg(SHARED_NAMES).arg(&id);
-            if let Some(name) = joined {
-                write.arg(name);
-            }
-            let written = write.query_async::<()>(&mut redis).await;
-            let ids = match (written, rooms.cluster_members(&room).await) {
-                (Ok(()), Ok(ids)) => ids,
-                (Err(error), _) => return tracing::warn!(%error, "names not updated"),
-                (_, Err(error)) => return tracing::warn!(%error, "no member list"),
-            };
-            if ids.is_empty() {
-                return;
-            }
-            let mut lookup = redis::cmd("HMGET");
-            lookup.arg(SHARED_NAMES);
-            for id in &ids {
-                lookup.arg(id.to_string());
-            }
-            let names: Vec<Option<String>> = match lookup.query_async(&mut redis).await {
-                Ok(names) => names,
-                Err(error) => return tracing::warn!(%error, "no member list"),
-            };
-            let mut members: Vec<String> = names.into_iter().flatten().collect();
-            members.sort();
-            let _ = rooms.broadcast_json(&room, &ServerMessage::Members { members });
-        });
+        let change = Change {
+            rooms: rooms.clone(),
+            room: room.to_owned(),
+            id,
+            joined,
+        };
+        if changes.try_send(change).is_err() {
+            tracing::warn!(
+                room,
+                "member list not updated: too many joins and leaves at once"
+            );
+        }
     }
+}
+
+/// Writes each join and leave to the shared names, then broadcasts the room's member list over
+/// every instance, one change after the other (so an older list never follows a newer one).
+/// A crashed instance leaves its names behind in the hash; they are never shown, since the list
+/// comes from the cluster's membership.
+async fn announce(mut changes: mpsc::Receiver<Change>, mut redis: redis::aio::ConnectionManager) {
+    while let Some(change) = changes.recv().await {
+        if let Err(error) = announce_one(&mut redis, change).await {
+            tracing::warn!(%error, "member list not updated");
+        }
+    }
+}
+
+async fn announce_one(
+    redis: &mut redis::aio::ConnectionManager,
+    Change {
+        rooms,
+        room,
+        id,
+        joined,
+    }: Change,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut write = redis::cmd(if joined.is_some() { "HSET" } else { "HDEL" });
+    write.arg(SHARED_NAMES).arg(id.to_string());
+    if let Some(name) = joined {
+        write.arg(name);
+    }
+    write.query_async::<()>(redis).await?;
+    let ids = rooms.cluster_members(&room).await?;
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut lookup = redis::cmd("HMGET");
+    lookup.arg(SHARED_NAMES);
+    for id in &ids {
+        lookup.arg(id.to_string());
+    }
+    let names: Vec<Option<String>> = lookup.query_async(redis).await?;
+    let mut members: Vec<String> = names.into_iter().flatten().collect();
+    members.sort();
+    let _ = rooms.broadcast_json(&room, &ServerMessage::Members { members })?;
+    Ok(())
 }
 
 impl Chat {
@@ -164,11 +200,12 @@ impl Chat {
 
     /// The same, with rooms (and names) shared through the Redis at `url`.
     pub(crate) async fn with_redis(url: &str) -> Result<Self, Box<dyn std::error::Error>> {
-        let connection = redis::Client::open(url)?
-            .get_multiplexed_async_connection()
-            .await?;
+        // A connection manager reconnects by itself, as the rooms' link does.
+        let redis = redis::Client::open(url)?.get_connection_manager().await?;
+        let (changes, queued) = mpsc::channel(1024);
+        tokio::spawn(announce(queued, redis));
         let names = Names {
-            shared: Some(connection),
+            shared: Some(changes),
             ..Names::default()
         };
         let rooms = Self::announcing(&names)
@@ -263,12 +300,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
     let Args { addr, redis } = args()?;
-    let app = match redis {
-        Some(url) => app_with(Chat::with_redis(&url).await?),
-        None => app(),
+    let (app, shared) = match redis {
+        Some(url) => {
+            let state = Chat::with_redis(&url).await?;
+            let rooms = state.rooms.clone();
+            (app_with(state), Some(rooms))
+        }
+        None => (app(), None),
     };
     tracing::info!("chat on http://{addr}/");
-    app.serve(addr).await?;
+    app.serve(addr).await?; // until Ctrl-C, then a graceful shutdown
+    if let Some(rooms) = shared {
+        // This instance's members leave the other instances' lists at once.
+        rooms.leave_cluster().await?;
+    }
     Ok(())
 }
 

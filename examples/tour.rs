@@ -227,15 +227,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
     let Args { addr, redis } = args()?;
-    let app = match redis {
-        Some(url) => app_with(Tour::with_redis(&url).await?),
-        None => app(),
+    let (app, shared) = match redis {
+        Some(url) => {
+            let tour = Tour::with_redis(&url).await?;
+            let rooms = tour.rooms.clone();
+            (app_with(tour), Some(rooms))
+        }
+        None => (app(), None),
     };
     tracing::info!(
         "serving on http://{addr}/ with WebSocket routes {:?}",
         app.routes().collect::<Vec<_>>()
     );
-    app.serve(addr).await?;
+    app.serve(addr).await?; // until Ctrl-C, then a graceful shutdown
+    if let Some(rooms) = shared {
+        // This instance's members leave the other instances' counts at once.
+        rooms.leave_cluster().await?;
+    }
     Ok(())
 }
 

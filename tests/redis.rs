@@ -27,8 +27,16 @@ use support::{
     Client, Served, next_json, next_text, raw_connect, send_json, send_text, serve, within,
 };
 
-/// Heartbeat of the test nodes: a dead node drops out after three of these.
+/// Heartbeat and round-trip timeout of the test nodes: a dead node drops out after
+/// `config().expiry()` (1.2 s).
 const HEARTBEAT: Duration = Duration::from_millis(200);
+const TIMEOUT: Duration = Duration::from_millis(500);
+
+fn config(redis: &RedisServer) -> RedisConfig {
+    RedisConfig::new(redis.url())
+        .heartbeat(HEARTBEAT)
+        .timeout(TIMEOUT)
+}
 
 /// A chat member: says `joined ID`, then broadcasts each text to its room; `except TEXT`
 /// leaves itself out, `leave` leaves the room.
@@ -54,7 +62,7 @@ async fn chat(mut ws: WebSocket, room: String, State(rooms): State<Rooms>) -> ta
 async fn redis_rooms(redis: &RedisServer) -> Rooms {
     within(
         "the rooms to reach Redis",
-        Rooms::builder().redis(RedisConfig::new(redis.url()).heartbeat(HEARTBEAT)),
+        Rooms::builder().redis(config(redis)),
     )
     .await
     .expect("Redis-backed rooms")
@@ -290,7 +298,7 @@ fn the_members_of_a_node_that_dies_disappear_once_its_heartbeat_expires() {
             let runtime = tokio::runtime::Runtime::new().expect("node c's runtime");
             runtime.block_on(async {
                 let rooms = Rooms::builder()
-                    .redis(RedisConfig::new(url).heartbeat(HEARTBEAT))
+                    .redis(RedisConfig::new(url).heartbeat(HEARTBEAT).timeout(TIMEOUT))
                     .await
                     .expect("node c's rooms");
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -325,7 +333,7 @@ fn the_members_of_a_node_that_dies_disappear_once_its_heartbeat_expires() {
             }
         })
         .await;
-        // Nothing removed c's members: they go when c's heartbeat expires (3 × 200 ms here).
+        // Nothing removed c's members: they go when c's heartbeat expires (1.2 s here).
         until_count(&a.rooms, "lobby", 1).await;
         drop(c_clients);
     });
@@ -457,4 +465,208 @@ async fn the_tours_chat_spans_two_instances() {
     for client in [&mut on_a, &mut on_b] {
         assert_eq!(next_text(client).await, "[lobby] hello");
     }
+}
+
+// --- Faults and limits -----------------------------------------------------------------------------
+
+/// A command connection of the test's own.
+async fn query<T: redis::FromRedisValue>(redis: &RedisServer, command: &redis::Cmd) -> T {
+    let mut connection = redis.client().await;
+    within("a command", command.query_async(&mut connection))
+        .await
+        .expect("the command")
+}
+
+#[tokio::test]
+async fn a_member_set_lost_while_its_node_lives_is_written_again() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let (_a1, _) = member(&a, "lobby").await;
+    let (_b1, _) = member(&b, "lobby").await;
+    until_count(&a.rooms, "lobby", 2).await;
+    // As an eviction would: node a's set goes, node a stays listed.
+    let keys: Vec<String> = query(&redis, redis::cmd("KEYS").arg("tachyon:members:*")).await;
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let _: i64 = query(&redis, redis::cmd("DEL").arg(&keys[0])).await;
+    // The next heartbeat of its node sees the set missing and writes it whole again.
+    until_count(&b.rooms, "lobby", 2).await;
+}
+
+#[tokio::test]
+async fn the_queue_is_bounded_and_joins_do_not_wait_behind_it() {
+    let redis = RedisServer::start().await;
+    let rooms = within(
+        "the rooms",
+        Rooms::builder().redis(config(&redis).queue(4, 1024 * 1024)),
+    )
+    .await
+    .expect("rooms");
+    let served = serve(Tachyon::with_state(rooms.clone()).websocket(chat)).await;
+    let flood = Node {
+        rooms: rooms.clone(),
+        served,
+    };
+    // Broadcasts made faster than the link publishes them: some find the queue full and are
+    // reported, none waits.
+    let deliveries: Vec<Remote> = (0..2_000)
+        .map(|n| rooms.broadcast("elsewhere", format!("m{n}")).remote)
+        .collect();
+    assert!(deliveries.contains(&Remote::Sent), "some were queued");
+    assert!(
+        deliveries.contains(&Remote::NotDelivered),
+        "a queue of 4 cannot take 2,000 at once"
+    );
+    // The byte bound too: one message over it is refused however empty the queue.
+    within("the queue to drain", async {
+        while rooms.broadcast("elsewhere", "probe").remote != Remote::Sent {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let big = rooms.broadcast("elsewhere", vec![0_u8; 2 * 1024 * 1024]);
+    assert_eq!(big.remote, Remote::NotDelivered);
+
+    // A join is not queued behind broadcasts: the next answer includes it.
+    for n in 0..200 {
+        let _ = rooms.broadcast("elsewhere", format!("again {n}"));
+    }
+    let (_member, _) = member(&flood, "lobby").await;
+    let count = within("a count", rooms.cluster_member_count("lobby")).await;
+    assert_eq!(count.expect("a count"), 1);
+}
+
+#[tokio::test]
+async fn binary_messages_and_send_to_by_process_cross_nodes() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let (mut on_b, _) = member(&b, "lobby").await;
+    until_count(&a.rooms, "lobby", 1).await;
+    let delivery = a.rooms.broadcast("lobby", vec![0_u8, 1, 2, 255]);
+    assert_eq!(delivery.remote, Remote::Sent);
+    match within("a message", futures_util::StreamExt::next(&mut on_b))
+        .await
+        .expect("open")
+        .expect("a frame")
+    {
+        tokio_tungstenite::tungstenite::Message::Binary(bytes) => {
+            assert_eq!(&bytes[..], &[0, 1, 2, 255]);
+        }
+        other => panic!("expected binary, got {other:?}"),
+    }
+
+    // A message for a connection of another process goes to that process's channel.
+    let client = redis::Client::open(redis.url()).expect("URL");
+    let mut listener = within("a subscriber", client.get_async_pubsub())
+        .await
+        .expect("subscriber");
+    let channel = "tachyon:process:00000000000000ab";
+    within("subscribing", listener.subscribe(channel))
+        .await
+        .expect("subscribe");
+    let elsewhere: ConnectionId = "conn-00000000000000ab-5".parse().expect("an id");
+    assert!(!elsewhere.is_local());
+    let delivery = a.rooms.send_to(elsewhere, "for process ab");
+    assert_eq!((delivery.reached, delivery.remote), (0, Remote::Sent));
+    let message = within(
+        "the message on that process's channel",
+        futures_util::StreamExt::next(&mut listener.on_message()),
+    )
+    .await
+    .expect("a message");
+    assert_eq!(message.get_channel_name(), channel);
+    assert!(message.get_payload_bytes().ends_with(b"for process ab"));
+}
+
+#[tokio::test]
+async fn a_node_that_leaves_the_cluster_stops_counting_at_once() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let (_a1, _) = member(&a, "lobby").await;
+    let (_a2, _) = member(&a, "lobby").await;
+    let (_b1, _) = member(&b, "lobby").await;
+    until_count(&b.rooms, "lobby", 3).await;
+
+    within("leaving", a.rooms.leave_cluster())
+        .await
+        .expect("a clean leave");
+    assert_eq!(a.rooms.cluster_state(), ClusterState::Left);
+    // No waiting for a heartbeat to expire: the next answer no longer counts node a.
+    let count = within("a count", b.rooms.cluster_member_count("lobby")).await;
+    assert_eq!(count.expect("a count"), 1);
+    let nodes: i64 = query(&redis, redis::cmd("ZCARD").arg("tachyon:nodes")).await;
+    assert_eq!(nodes, 1);
+    // Node a's rooms go on locally.
+    let delivery = a.rooms.broadcast("lobby", "local only");
+    assert_eq!(
+        (delivery.reached, delivery.remote),
+        (2, Remote::NotDelivered)
+    );
+    within("leaving again", a.rooms.leave_cluster())
+        .await
+        .expect("leaving twice is leaving once");
+}
+
+#[tokio::test]
+async fn a_dropped_link_with_redis_keeping_its_data_rewrites_what_changed_meanwhile() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let (a1, _) = member(&a, "lobby").await;
+    let (mut a2, _) = member(&a, "lobby").await;
+    let (mut b1, _) = member(&b, "lobby").await;
+    until_count(&b.rooms, "lobby", 3).await;
+
+    // Cut every node's connection; Redis keeps the member sets and the heartbeats.
+    let _: redis::Value = query(
+        &redis,
+        redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .arg("SKIPME")
+            .arg("yes"),
+    )
+    .await;
+    drop(a1); // leaves while node a may be cut off
+    // Once back, node a has written its membership again: the member that left is gone.
+    until_state(&a.rooms, ClusterState::Connected).await;
+    until_count(&b.rooms, "lobby", 2).await;
+    until_count(&a.rooms, "lobby", 2).await;
+    send_text(&mut a2, "after").await;
+    assert_eq!(next_text(&mut b1).await, "after");
+    assert_eq!(next_text(&mut a2).await, "after");
+}
+
+#[tokio::test]
+async fn a_nodes_heartbeat_lasts_what_the_config_says() {
+    let redis = RedisServer::start().await;
+    let a = node(&redis).await;
+    let (_a1, _) = member(&a, "lobby").await;
+    until_count(&a.rooms, "lobby", 1).await;
+    // The expiry is state in Redis, checked against Redis's clock: no wall-clock timing here.
+    let scores: Vec<(String, f64)> = query(
+        &redis,
+        redis::cmd("ZRANGE")
+            .arg("tachyon:nodes")
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES"),
+    )
+    .await;
+    let (seconds, micros): (u64, u64) = query(&redis, &redis::cmd("TIME")).await;
+    let now = (seconds * 1000 + micros / 1000) as f64;
+    let expiry = config(&redis).expiry().as_millis() as f64;
+    assert_eq!(scores.len(), 1);
+    let left = scores[0].1 - now;
+    assert!(left > 0.0 && left <= expiry, "{left} ms left of {expiry}");
+    let ttl: i64 = query(
+        &redis,
+        redis::cmd("PTTL").arg(
+            query::<Vec<String>>(&redis, redis::cmd("KEYS").arg("tachyon:members:*"))
+                .await
+                .first()
+                .expect("node a's set"),
+        ),
+    )
+    .await;
+    assert!(ttl > 0 && ttl as f64 <= expiry, "{ttl} ms");
 }

@@ -33,15 +33,15 @@ use crate::settings::Config;
 pub(crate) use driver::run;
 
 /// A connection's identity: unique across the processes of a cluster, stable for the
-/// connection's life, displayable (`conn-9f3c01ab-42`: the process, then the connection's number
-/// in it) and parsed back from that text with [`str::parse`].
+/// connection's life, displayable (`conn-9f3c01ab45d2e7f0-42`: the process, then the
+/// connection's number in it) and parsed back from that text with [`str::parse`].
 ///
-/// The process part is drawn at random when the process starts, so ids from the nodes of a
-/// [Redis-backed `Rooms`](crate::Rooms) do not collide and say which process holds the
-/// connection.
+/// The process part is 64 bits drawn at random when the process starts, so ids from the
+/// servers of a [Redis-backed `Rooms`](crate::Rooms) do not collide and say which process holds
+/// the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnectionId {
-    process: u32,
+    process: u64,
     number: u64,
 }
 
@@ -66,45 +66,47 @@ impl ConnectionId {
     }
 
     #[cfg_attr(not(any(feature = "redis", test)), allow(dead_code))]
-    pub(crate) fn process(self) -> u32 {
+    pub(crate) fn process(self) -> u64 {
         self.process
     }
 
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn from_parts(process: u32, number: u64) -> Self {
+    pub(crate) fn from_parts(process: u64, number: u64) -> Self {
         Self { process, number }
     }
 }
 
 /// This process's part of every [`ConnectionId`]: random, drawn once.
-pub(crate) fn this_process() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
+pub(crate) fn this_process() -> u64 {
     use std::sync::OnceLock;
-    static PROCESS: OnceLock<u32> = OnceLock::new();
-    *PROCESS.get_or_init(|| {
-        // `RandomState` is seeded from the operating system's randomness: no extra dependency.
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u32(std::process::id());
-        if let Ok(elapsed) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-            hasher.write_u128(elapsed.as_nanos());
-        }
-        // Truncation intended: 32 random bits.
-        #[allow(clippy::cast_possible_truncation)]
-        let bits = hasher.finish() as u32;
-        bits
-    })
+    static PROCESS: OnceLock<u64> = OnceLock::new();
+    *PROCESS.get_or_init(random_u64)
+}
+
+/// 64 random bits: `RandomState` is seeded from the operating system's randomness (no extra
+/// dependency), mixed with a counter, the process id and the time.
+pub(crate) fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static DRAWN: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(DRAWN.fetch_add(1, Ordering::Relaxed));
+    hasher.write_u32(std::process::id());
+    if let Ok(elapsed) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        hasher.write_u128(elapsed.as_nanos());
+    }
+    hasher.finish()
 }
 
 impl fmt::Display for ConnectionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "conn-{:08x}-{}", self.process, self.number)
+        write!(f, "conn-{:016x}-{}", self.process, self.number)
     }
 }
 
-/// The text given to [`ConnectionId`]'s `FromStr` was not an id (`conn-9f3c01ab-42`).
+/// The text given to [`ConnectionId`]'s `FromStr` was not an id (`conn-9f3c01ab45d2e7f0-42`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "`{0}` is not a connection id: expected `conn-<8 hex digits>-<number>`, like `conn-9f3c01ab-42`"
+    "`{0}` is not a connection id: expected `conn-<16 hex digits>-<number>`, like `conn-9f3c01ab45d2e7f0-42`"
 )]
 pub struct InvalidConnectionId(String);
 
@@ -115,11 +117,11 @@ impl std::str::FromStr for ConnectionId {
         let invalid = || InvalidConnectionId(text.to_owned());
         let rest = text.strip_prefix("conn-").ok_or_else(invalid)?;
         let (process, number) = rest.split_once('-').ok_or_else(invalid)?;
-        if process.len() != 8 {
+        if process.len() != 16 {
             return Err(invalid());
         }
         Ok(Self {
-            process: u32::from_str_radix(process, 16).map_err(|_| invalid())?,
+            process: u64::from_str_radix(process, 16).map_err(|_| invalid())?,
             number: number.parse().map_err(|_| invalid())?,
         })
     }
@@ -568,18 +570,20 @@ mod tests {
     fn a_connection_id_reads_back_from_its_text() {
         let id = ConnectionId::next();
         let text = id.to_string();
-        assert!(text.starts_with("conn-") && text.len() >= 15, "{text}");
+        assert!(text.starts_with("conn-") && text.len() >= 23, "{text}");
         assert_eq!(text.parse::<ConnectionId>(), Ok(id));
         assert!(id.is_local());
-        let other: ConnectionId = "conn-0000000a-7".parse().expect("valid id");
+        let other: ConnectionId = "conn-000000000000000a-7".parse().expect("valid id");
         assert_eq!((other.process(), other.as_u64()), (10, 7));
+        assert!(!other.is_local() || super::this_process() == 10);
         for bad in [
             "",
             "conn-",
             "conn-1-2",
-            "conn-0000000g-1",
-            "conn-0000000a-x",
-            "id-0000000a-1",
+            "conn-0000000a-1",
+            "conn-000000000000000g-1",
+            "conn-000000000000000a-x",
+            "id-000000000000000a-1",
         ] {
             assert!(bad.parse::<ConnectionId>().is_err(), "{bad}");
         }

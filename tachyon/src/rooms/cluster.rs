@@ -16,11 +16,15 @@ use super::SlowMember;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Remote {
-    /// The rooms live in this process only (no backend): there is nobody else to reach.
+    /// Nothing went beyond this process: the rooms have no backend, or the message needed none
+    /// ([`Rooms::send_to`](super::Rooms::send_to) found the connection here).
     #[default]
     InProcess,
-    /// Handed to the backend, which publishes broadcasts in the order they were made. Pub/sub
-    /// is at-most-once: a node that loses its link to Redis at that moment misses it.
+    /// Handed to the backend, which publishes in the order messages were queued. Pub/sub is
+    /// at-most-once: a server that loses its link to Redis at that moment misses it, and so
+    /// does everyone if this server's link turns out to be lost before the message left (the
+    /// log counts those). [`Rooms::send_to`](super::Rooms::send_to) says `Sent` for an id held
+    /// by no server here, too: only the server holding it can tell.
     Sent,
     /// Not delivered to the other servers: the backend is reconnecting, or its queue of
     /// broadcasts waiting to be published is full. The members on this server got it.
@@ -38,6 +42,9 @@ pub enum ClusterState {
     /// The link to the backend was lost; it is being re-established with backoff. Broadcasts
     /// reach this server's members only, and report [`Remote::NotDelivered`].
     Reconnecting,
+    /// The rooms left the cluster ([`Rooms::leave_cluster`](super::Rooms::leave_cluster)):
+    /// broadcasts reach this server's members only.
+    Left,
 }
 
 /// Why the rooms' backend could not be reached or asked.
@@ -67,14 +74,15 @@ pub enum ClusterError {
         #[source]
         source: Box<dyn StdError + Send + Sync>,
     },
-    /// The link to the backend is down and being re-established: cluster-wide questions
-    /// cannot be answered until it is back.
+    /// The link to the backend is down and being re-established (or the rooms left the
+    /// cluster): cluster-wide questions cannot be answered until it is back.
     #[error("Redis at `{url}` is unreachable; reconnecting")]
     Unavailable {
         /// The URL, password hidden.
         url: String,
     },
-    /// The backend answered with an error, or did not answer in time.
+    /// The backend answered with an error, or did not answer in time (a question waits behind
+    /// the queued broadcasts, so a full queue can make it late too).
     #[error("Redis at `{url}` failed: {source}")]
     Command {
         /// The URL, password hidden.
@@ -111,6 +119,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// How many members `room` has on every server.
     fn member_count(&self, room: &str) -> Answer<usize>;
+
+    /// Sends what is queued, then takes this server out of the cluster.
+    fn leave(&self) -> Answer<()>;
 
     /// Whether the backend is linked right now.
     fn state(&self) -> ClusterState;

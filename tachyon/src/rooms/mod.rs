@@ -257,6 +257,30 @@ impl Rooms {
         }
     }
 
+    /// Takes this server out of the cluster: sends the broadcasts still queued, removes this
+    /// server's members from the cluster-wide counts and its heartbeat, and unlinks. The rooms
+    /// go on in this process (broadcasts then report [`Remote::NotDelivered`]). Call it once the
+    /// server stopped serving (after graceful shutdown), so that the other servers stop
+    /// counting its members at once rather than when its heartbeat expires. Without a backend,
+    /// does nothing.
+    ///
+    /// ```no_run
+    /// # async fn run(rooms: tachyon::Rooms, app: tachyon::Tachyon<tachyon::Rooms>) -> Result<(), Box<dyn std::error::Error>> {
+    /// app.serve("127.0.0.1:8000").await?; // until Ctrl-C, then graceful shutdown
+    /// rooms.leave_cluster().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ClusterError::Unavailable`] if the backend was unreachable: the members then stop
+    /// counting when the heartbeat expires.
+    pub async fn leave_cluster(&self) -> Result<(), ClusterError> {
+        match &self.inner.backend {
+            Some(backend) => backend.leave().await,
+            None => Ok(()),
+        }
+    }
+
     /// Whether the rooms reach the other servers right now (for a readiness probe, say).
     pub fn cluster_state(&self) -> ClusterState {
         self.inner

@@ -1,31 +1,39 @@
 //! The Redis backend of [`Rooms`]: rooms spread over every server linked to one Redis, through
 //! Redis pub/sub (the engine Django Channels, Phoenix.PubSub and socketioxide use for this).
 //!
-//! Each server ("node") runs one task, the link, that owns two connections to Redis: one for
-//! commands (publish, membership, heartbeat) and one subscribed to the channels of the rooms
-//! that have members on this node, and to this process's channel (messages for one
-//! connection). A broadcast is delivered to the local members at once and queued, encoded once,
-//! for the link, which publishes queued broadcasts in order, in pipelines. A node skips its own
-//! broadcasts when they come back, so every member gets a broadcast once.
+//! Each server ("node") runs one task, the link, that owns the node's connection to Redis (RESP3,
+//! so commands and subscriptions share it), and one task that hands what other nodes publish to
+//! the local members. A broadcast is delivered to the local members at once and queued, encoded
+//! once, for the link, which publishes queued broadcasts in order, in pipelines. A node skips its
+//! own broadcasts when they come back, so every member gets a broadcast once. The node listens to
+//! the channel of each room that has members here, and to its process's channel (messages for
+//! one connection).
 //!
 //! Membership over the cluster: every node keeps, per room, a Redis set of its members, and a
 //! heartbeat in a sorted set of nodes (score: when it expires, by Redis's clock). A node that
 //! stops without leaving drops out of every count once its heartbeat expires, and its sets
-//! expire with it.
+//! expire with it. Whatever goes missing (a set evicted, a heartbeat that came too late), the
+//! next heartbeat notices and the node writes its membership again.
+//!
+//! Every buffer is bounded: broadcasts waiting to be published (in messages and in bytes),
+//! messages from other nodes waiting to be handed out, and membership changes (one entry per
+//! connection and room at most).
 
 use std::collections::HashSet;
 use std::error::Error as StdError;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, Weak};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use futures_util::StreamExt;
-use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
-use redis::{AsyncConnectionConfig, Client, Msg};
-use tokio::sync::{mpsc, oneshot};
+use redis::aio::MultiplexedConnection;
+use redis::{
+    AsyncConnectionConfig, Client, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value,
+};
+use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::connection::ConnectionId;
+use crate::connection::{ConnectionId, random_u64, this_process};
 use crate::message::Message;
 
 use super::cluster::{Answer, Backend, ClusterError, ClusterState, Remote};
@@ -43,32 +51,51 @@ use super::{Inner, Rooms, RoomsBuilder, SlowMember};
 ///     .await?; // fails at once, naming the URL, if Redis cannot be reached
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use]
 pub struct RedisConfig {
     url: String,
     prefix: String,
     heartbeat: Duration,
     queue: usize,
+    queue_bytes: usize,
     timeout: Duration,
 }
 
-/// How long a node's heartbeat lasts, in heartbeat intervals.
+/// A node's heartbeat lasts this many intervals (or longer: see [`RedisConfig::expiry`]).
 const HEARTBEATS_TO_EXPIRE: u32 = 3;
 /// The longest wait between two attempts to reconnect.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// The most commands the link sends to Redis in one pipeline.
+/// The most commands the link takes from its queue at once.
 const BATCH: usize = 512;
+/// A pipeline is sent once it carries this many bytes of messages.
+const PIPELINE_BYTES: usize = 1024 * 1024;
+/// Messages from other nodes waiting to be handed to the local members, at most.
+const INBOX: usize = 8192;
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact(&self.url))
+            .field("prefix", &self.prefix)
+            .field("heartbeat", &self.heartbeat)
+            .field("queue", &self.queue)
+            .field("queue_bytes", &self.queue_bytes)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
 
 impl RedisConfig {
-    /// Redis at `url` (`redis://[:password@]host[:port][/db]`; `rediss://` needs a TLS
-    /// feature of the `redis` crate).
+    /// Redis at `url` (`redis://[:password@]host[:port][/db]`; `rediss://` needs a TLS feature
+    /// of the `redis` crate). Redis 6 or later (the link speaks RESP3).
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
             prefix: "tachyon".to_owned(),
             heartbeat: Duration::from_secs(5),
             queue: 4096,
+            queue_bytes: 64 * 1024 * 1024,
             timeout: Duration::from_secs(2),
         }
     }
@@ -80,31 +107,36 @@ impl RedisConfig {
         self
     }
 
-    /// How often a node tells Redis it is alive (default 5 s). The members of a node that
-    /// stopped without leaving (a crash, a lost network) disappear from
-    /// [`Rooms::cluster_members`] within three intervals (15 s by default).
+    /// How often a node tells Redis it is alive (default 5 s; between 10 ms and 1 hour). The
+    /// members of a node that stopped without leaving (a crash, a lost network) disappear from
+    /// [`Rooms::cluster_members`] once its heartbeat expires: see [`expiry`](Self::expiry).
     pub fn heartbeat(mut self, interval: Duration) -> Self {
-        self.heartbeat = interval.max(Duration::from_millis(10));
+        self.heartbeat = interval.clamp(Duration::from_millis(10), Duration::from_secs(3600));
         self
     }
 
-    /// How many broadcasts may wait to be published (default 4,096). A broadcast that finds
-    /// the queue full reaches this server's members only, and reports
-    /// [`Remote::NotDelivered`]: memory stays bounded when Redis is slow.
-    pub fn queue(mut self, messages: usize) -> Self {
+    /// How many broadcasts may wait to be published (default 4,096), and how many bytes they
+    /// may hold together (default 64 MiB). A broadcast that finds the queue full reaches this
+    /// server's members only and reports [`Remote::NotDelivered`]: memory stays bounded when
+    /// Redis is slow.
+    pub fn queue(mut self, messages: usize, bytes: usize) -> Self {
         self.queue = messages.max(1);
+        self.queue_bytes = bytes.max(1);
         self
     }
 
-    /// How long connecting, and each command, may take (default 2 s); longer counts as a lost
-    /// link.
+    /// How long connecting, and each round trip, may take (default 2 s; between 10 ms and
+    /// 60 s); longer counts as a lost link.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.timeout = timeout.clamp(Duration::from_millis(10), Duration::from_secs(60));
         self
     }
 
-    fn ttl(&self) -> Duration {
-        self.heartbeat * HEARTBEATS_TO_EXPIRE
+    /// How long after its last heartbeat a node's members still count: three heartbeats, or a
+    /// heartbeat and two timeouts if that is longer (a heartbeat may wait behind a slow round
+    /// trip). 15 s with the defaults.
+    pub fn expiry(&self) -> Duration {
+        (self.heartbeat * HEARTBEATS_TO_EXPIRE).max(self.heartbeat + self.timeout * 2)
     }
 }
 
@@ -114,48 +146,61 @@ impl RoomsBuilder {
     /// wherever it is, and [`Rooms::cluster_members`] counts them all. This server subscribes to
     /// a room's channel only while the room has members here.
     ///
-    /// Pub/sub is at-most-once: a server whose link to Redis is down misses what is broadcast
-    /// meanwhile (the broadcaster's [`Delivery::remote`](super::Delivery::remote) says
-    /// [`Remote::NotDelivered`] when it is the one cut off). The link reconnects by itself with
+    /// Pub/sub is at-most-once: a server cut off from Redis misses what is broadcast meanwhile.
+    /// The broadcaster's [`Delivery::remote`](super::Delivery::remote) says
+    /// [`Remote::NotDelivered`] once its own link is known to be down (until the loss is
+    /// noticed, at worst a heartbeat and a timeout later, broadcasts are reported
+    /// [`Remote::Sent`] and may be lost; the log counts them). The link reconnects by itself with
     /// backoff, and resubscribes. When every message must arrive, keep them in a store the
     /// clients can catch up from (a Redis stream, a database) and use the broadcast as the
     /// nudge.
     ///
-    /// Needs a Tokio runtime; works with a standalone Redis or a primary (not Redis Cluster).
+    /// Needs a Tokio runtime, and Redis 6 or later, standalone or a primary (not Redis
+    /// Cluster). On a clean shutdown, call [`Rooms::leave_cluster`] so that this server's
+    /// members leave the counts at once.
     ///
     /// # Errors
     /// [`ClusterError::InvalidUrl`], or [`ClusterError::Connect`] naming the URL when Redis
     /// cannot be reached within the timeout.
     pub async fn redis(self, config: RedisConfig) -> Result<Rooms, ClusterError> {
         let url = redact(&config.url);
-        let client =
-            Client::open(config.url.as_str()).map_err(|error| ClusterError::InvalidUrl {
-                url: url.clone(),
-                source: Box::new(error),
-            })?;
+        let client = resp3_client(&config.url).map_err(|error| ClusterError::InvalidUrl {
+            url: url.clone(),
+            source: Box::new(error),
+        })?;
         let keys = Arc::new(Keys::new(&config.prefix));
-        let connection = Connection::open(&client, config.timeout, &keys)
-            .await
-            .map_err(|source| ClusterError::Connect {
-                url: url.clone(),
-                source,
-            })?;
-        let (commands, receiver) = mpsc::channel(config.queue);
         let state = Arc::new(LinkState {
             url,
-            up: AtomicBool::new(true),
+            up: AtomicBool::new(false),
+            left: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
+            pending: Mutex::new(HashSet::new()),
+            changed: Notify::new(),
+            queued_bytes: AtomicUsize::new(0),
+            queue_bytes: config.queue_bytes,
+            inbound_dropped: AtomicUsize::new(0),
             timeout: config.timeout,
         });
+        let (inbox, received) = mpsc::channel(INBOX);
+        let connection = Connection::open(&client, &state, &keys, &inbox)
+            .await
+            .map_err(|source| ClusterError::Connect {
+                url: state.url.clone(),
+                source,
+            })?;
+        state.set_up(true);
+        let (commands, queued) = mpsc::channel(config.queue);
         Ok(self.build_with(|rooms| {
+            tokio::spawn(hand_out(received, rooms.clone(), Arc::clone(&keys)));
             let link = Link {
                 client,
                 keys: Arc::clone(&keys),
                 state: Arc::clone(&state),
                 rooms,
-                commands: receiver,
+                commands: queued,
+                inbox,
                 heartbeat: config.heartbeat,
-                ttl: config.ttl(),
+                expiry: config.expiry(),
                 subscribed: HashSet::new(),
                 written: HashSet::new(),
             };
@@ -167,6 +212,17 @@ impl RoomsBuilder {
             }))
         }))
     }
+}
+
+/// A client for `url` that speaks RESP3, so that one connection carries commands and
+/// subscriptions.
+fn resp3_client(url: &str) -> redis::RedisResult<Client> {
+    let info = url.into_connection_info()?;
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(ProtocolVersion::RESP3);
+    Client::open(info.set_redis_settings(settings))
 }
 
 /// Key and channel names, and this node's identity.
@@ -203,8 +259,8 @@ impl Keys {
         format!("{}{room}", self.room_channel)
     }
 
-    fn process(&self, process: u32) -> String {
-        format!("{}{process:08x}", self.process_channel)
+    fn process(&self, process: u64) -> String {
+        format!("{}{process:016x}", self.process_channel)
     }
 
     fn members_of(&self, room: &str) -> String {
@@ -212,35 +268,68 @@ impl Keys {
     }
 }
 
-/// The two connections of a link.
-struct Connection {
-    commands: MultiplexedConnection,
-    subscriptions: PubSubSink,
-    messages: PubSubStream,
-}
-
 type BoxError = Box<dyn StdError + Send + Sync>;
 
+/// The link's connection to Redis, and the flag its push handler raises when it closes.
+struct Connection {
+    commands: MultiplexedConnection,
+    lost: Arc<Lost>,
+}
+
+#[derive(Default)]
+struct Lost {
+    flag: AtomicBool,
+    notify: Notify,
+}
+
 impl Connection {
-    async fn open(client: &Client, timeout: Duration, keys: &Keys) -> Result<Self, BoxError> {
+    /// Connects, and subscribes to this process's channel. What other nodes publish goes to
+    /// `inbox` (bounded: when it is full, a message is dropped and counted).
+    async fn open(
+        client: &Client,
+        state: &Arc<LinkState>,
+        keys: &Keys,
+        inbox: &mpsc::Sender<PushInfo>,
+    ) -> Result<Self, BoxError> {
+        let lost = Arc::new(Lost::default());
+        let push = {
+            let (lost, inbox, state) = (Arc::clone(&lost), inbox.clone(), Arc::clone(state));
+            move |info: PushInfo| -> Result<(), ()> {
+                match info.kind {
+                    PushKind::Message => {
+                        let full = inbox.try_send(info).is_err();
+                        state
+                            .inbound_dropped
+                            .fetch_add(usize::from(full), Ordering::Relaxed);
+                    }
+                    PushKind::Disconnection => {
+                        lost.flag.store(true, Ordering::Release);
+                        lost.notify.notify_one();
+                    }
+                    _ => {}
+                }
+                Ok(())
+            }
+        };
         let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout));
-        let commands = client
+            .set_connection_timeout(Some(state.timeout))
+            .set_response_timeout(Some(state.timeout))
+            .set_push_sender(push);
+        let mut commands = client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
-        let pubsub = within(timeout, client.get_async_pubsub()).await?;
-        let (mut subscriptions, messages) = pubsub.split();
         within(
-            timeout,
-            subscriptions.subscribe(keys.process(crate::connection::this_process())),
+            state.timeout,
+            commands.subscribe(keys.process(this_process())),
         )
         .await?;
-        Ok(Self {
-            commands,
-            subscriptions,
-            messages,
-        })
+        Ok(Self { commands, lost })
+    }
+
+    async fn lost(&self) {
+        while !self.lost.flag.load(Ordering::Acquire) {
+            self.lost.notify.notified().await;
+        }
     }
 }
 
@@ -264,9 +353,20 @@ struct LinkState {
     url: String,
     /// Whether the link is connected: broadcasts are queued only then.
     up: AtomicBool,
-    /// A membership change could not be queued: the link rewrites this node's membership at
-    /// the next heartbeat.
+    /// The rooms left the cluster ([`Rooms::leave_cluster`]).
+    left: AtomicBool,
+    /// Redis refused a membership change: the link rewrites this node's membership at the next
+    /// heartbeat.
     dirty: AtomicBool,
+    /// Joins and leaves not yet written, by room and connection: the link reads the registry
+    /// for each. A set, so it holds one entry per member and room at most.
+    pending: Mutex<HashSet<(Arc<str>, ConnectionId)>>,
+    changed: Notify,
+    /// Bytes of the broadcasts waiting to be published, and the most there may be.
+    queued_bytes: AtomicUsize,
+    queue_bytes: usize,
+    /// Messages from other nodes dropped because the inbox was full, since last reported.
+    inbound_dropped: AtomicUsize,
     timeout: Duration,
 }
 
@@ -275,26 +375,36 @@ impl LinkState {
         self.up.store(up, Ordering::Release);
     }
 
+    fn take_pending(&self) -> HashSet<(Arc<str>, ConnectionId)> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
     fn failed(&self, source: impl Into<BoxError>) -> ClusterError {
         ClusterError::Command {
             url: self.url.clone(),
             source: source.into(),
         }
     }
+
+    fn unavailable(&self) -> ClusterError {
+        ClusterError::Unavailable {
+            url: self.url.clone(),
+        }
+    }
 }
 
-/// What the rooms ask of the link.
+/// What the rooms ask of the link, in order.
 enum Command {
     /// Publish `payload` on `channel`.
     Publish { channel: String, payload: Vec<u8> },
-    /// A connection joined or left a room here: make Redis say what the registry says now.
-    Membership { room: Arc<str>, id: ConnectionId },
-    /// A cluster-wide question. Sent in order with the rest, so its answer includes this
-    /// node's earlier joins and leaves.
+    /// A cluster-wide question. Queued behind the broadcasts and answered after the pending
+    /// membership changes are written, so its answer includes this node's earlier joins.
     Ask {
         question: redis::Cmd,
-        answer: oneshot::Sender<redis::Value>,
+        answer: oneshot::Sender<Value>,
     },
+    /// Leave the cluster once everything queued before is sent; says whether it was clean.
+    Leave { done: oneshot::Sender<bool> },
 }
 
 /// The backend held by the rooms: it queues for the link and never waits.
@@ -309,18 +419,61 @@ impl RedisBackend {
         if !self.state.up.load(Ordering::Acquire) {
             return Remote::NotDelivered;
         }
+        let bytes = payload.len();
+        let queued = self.state.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
+        if queued + bytes > self.state.queue_bytes {
+            self.state.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            return Remote::NotDelivered;
+        }
         match self
             .commands
             .try_send(Command::Publish { channel, payload })
         {
             Ok(()) => Remote::Sent,
-            Err(_) => Remote::NotDelivered,
+            Err(_) => {
+                self.state.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                Remote::NotDelivered
+            }
         }
     }
 
-    fn ask<T: redis::FromRedisValue + Send + 'static>(&self, room: &str, what: &str) -> Answer<T> {
+    /// Queues `command` (waiting for room: the caller awaits an answer anyway) and waits for
+    /// its answer, all within two timeouts.
+    fn ask<A: Send + 'static>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<A>) -> Command,
+    ) -> Answer<A> {
         let state = Arc::clone(&self.state);
         let commands = self.commands.clone();
+        let (answer, answered) = oneshot::channel();
+        let command = make(answer);
+        Box::pin(async move {
+            if !state.up.load(Ordering::Acquire) {
+                return Err(state.unavailable());
+            }
+            let waited = tokio::time::timeout(state.timeout * 2, async {
+                commands.send(command).await.ok()?;
+                answered.await.ok()
+            })
+            .await;
+            match waited {
+                Ok(Some(answer)) => Ok(answer),
+                // The link dropped the question: it lost Redis meanwhile.
+                Ok(None) => Err(state.unavailable()),
+                Err(_) if state.up.load(Ordering::Acquire) => Err(state.failed(format!(
+                    "no answer within {:?} (the queue of broadcasts may be full)",
+                    state.timeout * 2
+                ))),
+                Err(_) => Err(state.unavailable()),
+            }
+        })
+    }
+
+    fn question<T: redis::FromRedisValue + Send + 'static>(
+        &self,
+        room: &str,
+        what: &str,
+    ) -> Answer<T> {
         let mut question = redis::cmd("EVAL");
         question
             .arg(CLUSTER_MEMBERS)
@@ -329,34 +482,12 @@ impl RedisBackend {
             .arg(&self.keys.members)
             .arg(room)
             .arg(what);
+        let state = Arc::clone(&self.state);
+        let value = self.ask(|answer| Command::Ask { question, answer });
         Box::pin(async move {
-            let unavailable = || ClusterError::Unavailable {
-                url: state.url.clone(),
-            };
-            if !state.up.load(Ordering::Acquire) {
-                return Err(unavailable());
-            }
-            let (answer, answered) = oneshot::channel();
-            let asked = Command::Ask { question, answer };
-            // Waiting for room in the queue is fine here: the caller awaits an answer anyway.
-            let value = within(state.timeout * 2, async {
-                commands.send(asked).await.map_err(|_| "the link ended")?;
-                answered
-                    .await
-                    .map_err(|_| "the link was lost before answering")
-            })
-            .await
-            .map_err(|error| {
-                if state.up.load(Ordering::Acquire) {
-                    state.failed(error)
-                } else {
-                    unavailable()
-                }
-            })?;
-            redis::from_redis_value::<T>(
-                value.extract_error().map_err(|error| state.failed(error))?,
-            )
-            .map_err(|error| state.failed(error))
+            let value: Value = value.await?;
+            let value = value.extract_error().map_err(|error| state.failed(error))?;
+            redis::from_redis_value::<T>(value).map_err(|error| state.failed(error))
         })
     }
 }
@@ -379,17 +510,16 @@ impl Backend for RedisBackend {
     }
 
     fn membership_changed(&self, room: &Arc<str>, id: ConnectionId) {
-        let command = Command::Membership {
-            room: Arc::clone(room),
-            id,
-        };
-        if self.commands.try_send(command).is_err() {
-            self.state.dirty.store(true, Ordering::Release);
-        }
+        self.state
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((Arc::clone(room), id));
+        self.state.changed.notify_one();
     }
 
     fn members(&self, room: &str) -> Answer<Vec<ConnectionId>> {
-        let ids = self.ask::<Vec<String>>(room, "members");
+        let ids = self.question::<Vec<String>>(room, "members");
         Box::pin(async move {
             // Every id was written by a node from `ConnectionId`'s own text.
             Ok(ids.await?.iter().filter_map(|id| id.parse().ok()).collect())
@@ -397,11 +527,27 @@ impl Backend for RedisBackend {
     }
 
     fn member_count(&self, room: &str) -> Answer<usize> {
-        self.ask(room, "count")
+        self.question(room, "count")
+    }
+
+    fn leave(&self) -> Answer<()> {
+        let state = Arc::clone(&self.state);
+        let left = self.ask(|done| Command::Leave { done });
+        Box::pin(async move {
+            if state.left.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            match left.await? {
+                true => Ok(()),
+                false => Err(state.unavailable()),
+            }
+        })
     }
 
     fn state(&self) -> ClusterState {
-        if self.state.up.load(Ordering::Acquire) {
+        if self.state.left.load(Ordering::Acquire) {
+            ClusterState::Left
+        } else if self.state.up.load(Ordering::Acquire) {
             ClusterState::Connected
         } else {
             ClusterState::Reconnecting
@@ -409,12 +555,20 @@ impl Backend for RedisBackend {
     }
 }
 
-/// Sets this node's heartbeat to expire `ARGV[2]` ms from now, by Redis's clock; returns 1 if
-/// the node was not (or no longer) listed.
+/// Renews this node's heartbeat (`ARGV[1]`) to expire `ARGV[2]` ms from now by Redis's clock,
+/// and the expiry of its member sets (`KEYS[2..]`). Returns 1 if the node had lapsed: it was
+/// not listed, its heartbeat had expired, or a set was gone (evicted, expired).
 const HEARTBEAT: &str = "\
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
-return redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])";
+local before = redis.call('ZSCORE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+local lapsed = 0
+if (not before) or tonumber(before) <= now then lapsed = 1 end
+for i = 2, #KEYS do
+  if redis.call('PEXPIRE', KEYS[i], ARGV[2]) == 0 then lapsed = 1 end
+end
+return lapsed";
 
 /// Forgets the nodes whose heartbeat expired, then counts (`ARGV[3]` = `count`) or lists the
 /// members of room `ARGV[2]` over the live nodes.
@@ -434,28 +588,87 @@ end
 if ARGV[3] == 'count' then return count end
 return members";
 
-/// The task that owns the node's connections to Redis.
+/// Hands what other nodes publish to this node's members, until the link and its connections
+/// are gone. A task of its own, so a slow round trip of the link never holds it up.
+async fn hand_out(mut received: mpsc::Receiver<PushInfo>, rooms: Weak<Inner>, keys: Arc<Keys>) {
+    let mut warned = false;
+    while let Some(info) = received.recv().await {
+        let [Value::BulkString(channel), Value::BulkString(payload)] = &info.data[..] else {
+            continue;
+        };
+        let Some(envelope) = Envelope::decode(payload) else {
+            // A foreign publisher, or a node of another version: say it once, not per message.
+            if !std::mem::replace(&mut warned, true) {
+                tracing::warn!(
+                    channel = %String::from_utf8_lossy(channel),
+                    "ignored a message on a rooms channel that this version of Tachyon did not write (said once)"
+                );
+            }
+            continue;
+        };
+        if envelope.origin == keys.node {
+            continue; // this node delivered its own broadcast when it was made
+        }
+        let Some(inner) = rooms.upgrade() else {
+            return;
+        };
+        let rooms = Rooms { inner };
+        let room = channel
+            .strip_prefix(keys.room_channel.as_bytes())
+            .and_then(|room| std::str::from_utf8(room).ok());
+        match (room, envelope.target) {
+            (Some(room), _) => {
+                let _ = rooms.deliver(room, envelope.except, envelope.policy, &envelope.message);
+            }
+            (None, Some(target)) => {
+                let _ = rooms.deliver_to(target, envelope.policy, &envelope.message);
+            }
+            (None, None) => {}
+        }
+    }
+}
+
+/// What one pipeline reply is for.
+enum Slot {
+    /// A membership write: an error reply means Redis lost it.
+    Membership,
+    Ask(oneshot::Sender<Value>),
+}
+
+/// The task that owns the node's connection to Redis.
 struct Link {
     client: Client,
     keys: Arc<Keys>,
     state: Arc<LinkState>,
     rooms: Weak<Inner>,
     commands: mpsc::Receiver<Command>,
+    /// For the push handler of each new connection.
+    inbox: mpsc::Sender<PushInfo>,
     heartbeat: Duration,
-    ttl: Duration,
-    /// The rooms whose channel the subscription connection listens to.
+    expiry: Duration,
+    /// The rooms whose channel the connection listens to.
     subscribed: HashSet<Arc<str>>,
     /// The rooms whose member set this node wrote.
     written: HashSet<Arc<str>>,
+}
+
+/// Why [`Link::serve`] returned without an error.
+enum End {
+    /// Every `Rooms` was dropped.
+    Dropped,
+    /// [`Rooms::leave_cluster`].
+    Leave(oneshot::Sender<bool>),
 }
 
 impl Link {
     async fn run(mut self, mut connection: Connection) {
         loop {
             let error = match self.serve(&mut connection).await {
-                Ok(()) => {
-                    // Every `Rooms` was dropped: leave the cluster, then end.
-                    self.leave_cluster(&mut connection).await;
+                Ok(end) => {
+                    let clean = self.leave_cluster(&mut connection).await;
+                    if let End::Leave(done) = end {
+                        let _ = done.send(clean);
+                    }
                     return;
                 }
                 Err(error) => error,
@@ -474,8 +687,8 @@ impl Link {
         }
     }
 
-    /// Serves until every `Rooms` is dropped (`Ok`) or the link is lost.
-    async fn serve(&mut self, connection: &mut Connection) -> Result<(), BoxError> {
+    /// Serves until every `Rooms` is dropped or asked to leave (`Ok`), or the link is lost.
+    async fn serve(&mut self, connection: &mut Connection) -> Result<End, BoxError> {
         self.resync(connection).await?;
         self.state.set_up(true);
         let mut heartbeat = tokio::time::interval(self.heartbeat);
@@ -486,165 +699,185 @@ impl Link {
             tokio::select! {
                 received = self.commands.recv_many(&mut batch, BATCH) => {
                     if received == 0 {
-                        return Ok(());
+                        return Ok(End::Dropped);
                     }
+                    if let Some(done) = self.apply(connection, &mut batch).await? {
+                        return Ok(End::Leave(done));
+                    }
+                }
+                () = self.state.changed.notified() => {
                     self.apply(connection, &mut batch).await?;
                 }
-                message = connection.messages.next() => match message {
-                    Some(message) => self.deliver(&message),
-                    None => return Err("the subscription connection closed".into()),
-                },
+                () = connection.lost() => return Err("the connection to Redis closed".into()),
                 _ = heartbeat.tick() => {
                     let lapsed = self.beat(connection).await?;
-                    if lapsed || self.state.dirty.swap(false, Ordering::AcqRel) {
+                    let dirty = self.state.dirty.swap(false, Ordering::AcqRel);
+                    if lapsed || dirty {
                         self.resync(connection).await?;
+                    }
+                    let dropped = self.state.inbound_dropped.swap(0, Ordering::Relaxed);
+                    if dropped > 0 {
+                        tracing::warn!(
+                            url = %self.state.url, dropped,
+                            "messages from other servers were dropped: this server could not hand them out fast enough"
+                        );
                     }
                 }
             }
         }
     }
 
-    /// Sends a batch of commands: broadcasts in the order queued, in one pipeline.
+    /// Writes the pending membership changes, then sends a batch of commands: broadcasts in the
+    /// order queued, in pipelines of at most about [`PIPELINE_BYTES`]. Returns the request to
+    /// leave, if the batch held one.
     async fn apply(
         &mut self,
         connection: &mut Connection,
         batch: &mut Vec<Command>,
-    ) -> Result<(), BoxError> {
-        let rooms = self.rooms.upgrade();
-        let ttl = millis(self.ttl);
+    ) -> Result<Option<oneshot::Sender<bool>>, BoxError> {
         let mut pipe = redis::pipe();
-        let (mut subscribe, mut unsubscribe) = (Vec::new(), Vec::new());
-        let mut answers = Vec::new();
+        let mut slots = Vec::new();
+        let (subscribe, unsubscribe) = self.membership(&mut pipe, &mut slots);
+        let timeout = self.state.timeout;
+        if !subscribe.is_empty() {
+            within(timeout, connection.commands.subscribe(subscribe)).await?;
+        }
+        if !unsubscribe.is_empty() {
+            within(timeout, connection.commands.unsubscribe(unsubscribe)).await?;
+        }
+        let mut leave = None;
+        let mut bytes = 0;
         for command in batch.drain(..) {
             match command {
                 Command::Publish { channel, payload } => {
+                    bytes += payload.len();
                     pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
+                    if bytes >= PIPELINE_BYTES {
+                        self.send(connection, &mut pipe, &mut slots).await?;
+                        self.state.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                        bytes = 0;
+                    }
                 }
                 Command::Ask { question, answer } => {
                     pipe.add_command(question);
-                    answers.push(answer);
+                    slots.push(Slot::Ask(answer));
                 }
-                Command::Membership { room, id } => {
-                    let Some(rooms) = &rooms else { continue };
-                    let (is_member, has_members) = {
-                        let registry = rooms
-                            .registry
-                            .read()
-                            .unwrap_or_else(PoisonError::into_inner);
-                        let members = registry.room(&room);
-                        (
-                            members.is_some_and(|m| m.contains_key(&id)),
-                            members.is_some(),
-                        )
-                    };
-                    let key = self.keys.members_of(&room);
-                    if is_member {
-                        pipe.cmd("SADD").arg(&key).arg(id.to_string()).ignore();
-                        pipe.cmd("PEXPIRE").arg(&key).arg(ttl).ignore();
-                    } else {
-                        pipe.cmd("SREM").arg(&key).arg(id.to_string()).ignore();
-                    }
-                    if has_members {
-                        self.written.insert(Arc::clone(&room));
-                        if self.subscribed.insert(Arc::clone(&room)) {
-                            subscribe.push(self.keys.room(&room));
-                        }
-                    } else {
-                        self.written.remove(&room);
-                        if self.subscribed.remove(&room) {
-                            unsubscribe.push(self.keys.room(&room));
-                        }
-                    }
+                Command::Leave { done } => leave = Some(done),
+            }
+        }
+        self.send(connection, &mut pipe, &mut slots).await?;
+        self.state.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        Ok(leave)
+    }
+
+    /// Adds the pending membership changes to `pipe`, as the registry says they are now;
+    /// returns the channels to subscribe to and to leave.
+    fn membership(
+        &mut self,
+        pipe: &mut redis::Pipeline,
+        slots: &mut Vec<Slot>,
+    ) -> (Vec<String>, Vec<String>) {
+        let (mut subscribe, mut unsubscribe) = (Vec::new(), Vec::new());
+        let pending = self.state.take_pending();
+        let Some(rooms) = self.rooms.upgrade() else {
+            return (subscribe, unsubscribe);
+        };
+        let expiry = millis(self.expiry);
+        for (room, id) in pending {
+            let (is_member, has_members) = {
+                let registry = rooms
+                    .registry
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let members = registry.room(&room);
+                (
+                    members.is_some_and(|members| members.contains_key(&id)),
+                    members.is_some(),
+                )
+            };
+            let key = self.keys.members_of(&room);
+            if is_member {
+                pipe.cmd("SADD").arg(&key).arg(id.to_string());
+                pipe.cmd("PEXPIRE").arg(&key).arg(expiry);
+                slots.extend([Slot::Membership, Slot::Membership]);
+            } else {
+                pipe.cmd("SREM").arg(&key).arg(id.to_string());
+                slots.push(Slot::Membership);
+            }
+            if has_members {
+                self.written.insert(Arc::clone(&room));
+                if self.subscribed.insert(Arc::clone(&room)) {
+                    subscribe.push(self.keys.room(&room));
+                }
+            } else {
+                self.written.remove(&room);
+                if self.subscribed.remove(&room) {
+                    unsubscribe.push(self.keys.room(&room));
                 }
             }
         }
-        let timeout = self.state.timeout;
-        if !subscribe.is_empty() {
-            within(timeout, connection.subscriptions.subscribe(subscribe)).await?;
-        }
-        if !unsubscribe.is_empty() {
-            within(timeout, connection.subscriptions.unsubscribe(unsubscribe)).await?;
-        }
+        (subscribe, unsubscribe)
+    }
+
+    /// Sends `pipe` and hands each reply to its slot. Error replies to membership writes make
+    /// the membership dirty; only a lost connection is an error.
+    async fn send(
+        &self,
+        connection: &mut Connection,
+        pipe: &mut redis::Pipeline,
+        slots: &mut Vec<Slot>,
+    ) -> Result<(), BoxError> {
         if pipe.is_empty() {
             return Ok(());
         }
-        // Only the questions' replies come back (everything else is ignored), in order. An
-        // error reply to one question goes to its asker, not to the whole link.
-        let replies: Vec<redis::Value> = within(
-            timeout,
-            pipe.ignore_errors().query_async(&mut connection.commands),
+        let sent = std::mem::replace(pipe, redis::pipe());
+        let replies: Vec<Value> = within(
+            self.state.timeout,
+            sent.clone()
+                .ignore_errors()
+                .query_async(&mut connection.commands),
         )
         .await?;
-        for (answer, reply) in answers.into_iter().zip(replies) {
-            let _ = answer.send(reply);
+        for (slot, reply) in slots.drain(..).zip(replies) {
+            match slot {
+                Slot::Membership => {
+                    if matches!(reply, Value::ServerError(_)) {
+                        self.state.dirty.store(true, Ordering::Release);
+                    }
+                }
+                Slot::Ask(answer) => {
+                    let _ = answer.send(reply);
+                }
+            }
         }
         Ok(())
     }
 
-    /// Hands a message from another node to this node's members.
-    fn deliver(&self, message: &Msg) {
-        let Some(envelope) = Envelope::decode(message.get_payload_bytes()) else {
-            tracing::warn!(
-                channel = message.get_channel_name(),
-                "ignored a message on a rooms channel that no Tachyon node wrote"
-            );
-            return;
-        };
-        if envelope.origin == self.keys.node {
-            return; // this node delivered its own broadcast when it was made
-        }
-        let Some(inner) = self.rooms.upgrade() else {
-            return;
-        };
-        let rooms = Rooms { inner };
-        let channel = message.get_channel_name();
-        let delivery = match (
-            channel.strip_prefix(&self.keys.room_channel),
-            envelope.target,
-        ) {
-            (Some(room), _) => {
-                rooms.deliver(room, envelope.except, envelope.policy, &envelope.message)
-            }
-            (None, Some(target)) => rooms.deliver_to(target, envelope.policy, &envelope.message),
-            (None, None) => return,
-        };
-        if !delivery.is_complete() {
-            tracing::debug!(
-                channel,
-                ?delivery,
-                "a broadcast from another node left members out"
-            );
-        }
-    }
-
-    /// Renews the heartbeat and the expiry of this node's member sets; returns whether the node
-    /// had dropped out of the cluster meanwhile (its sets may be gone).
+    /// Renews the heartbeat and the expiry of this node's member sets; returns whether anything
+    /// had lapsed meanwhile (then the membership is written again).
     async fn beat(&mut self, connection: &mut Connection) -> Result<bool, BoxError> {
-        let ttl = millis(self.ttl);
-        let mut pipe = redis::pipe();
-        pipe.cmd("EVAL")
+        let mut script = redis::cmd("EVAL");
+        script
             .arg(HEARTBEAT)
-            .arg(1)
-            .arg(&self.keys.nodes)
-            .arg(self.keys.node_name())
-            .arg(ttl);
+            .arg(1 + self.written.len())
+            .arg(&self.keys.nodes);
         for room in &self.written {
-            pipe.cmd("PEXPIRE")
-                .arg(self.keys.members_of(room))
-                .arg(ttl)
-                .ignore();
+            script.arg(self.keys.members_of(room));
         }
-        let (added,): (u32,) = within(
+        script.arg(self.keys.node_name()).arg(millis(self.expiry));
+        let lapsed: u32 = within(
             self.state.timeout,
-            pipe.query_async(&mut connection.commands),
+            script.query_async(&mut connection.commands),
         )
         .await?;
-        Ok(added == 1)
+        Ok(lapsed == 1)
     }
 
     /// Makes Redis say what this node's registry says: subscriptions, member sets, heartbeat.
-    /// Run on every (re)connection, and when a change could not be queued.
+    /// Run on every (re)connection, and when something lapsed or a write failed.
     async fn resync(&mut self, connection: &mut Connection) -> Result<(), BoxError> {
+        // Changes made from here on are pending again, and written after this.
+        drop(self.state.take_pending());
         let local: Vec<(Arc<str>, Vec<String>)> = match self.rooms.upgrade() {
             Some(rooms) => {
                 let registry = rooms
@@ -675,14 +908,14 @@ impl Link {
             .collect();
         let timeout = self.state.timeout;
         if !subscribe.is_empty() {
-            within(timeout, connection.subscriptions.subscribe(subscribe)).await?;
+            within(timeout, connection.commands.subscribe(subscribe)).await?;
         }
         if !unsubscribe.is_empty() {
-            within(timeout, connection.subscriptions.unsubscribe(unsubscribe)).await?;
+            within(timeout, connection.commands.unsubscribe(unsubscribe)).await?;
         }
         self.subscribed.clone_from(&wanted);
 
-        let ttl = millis(self.ttl);
+        let expiry = millis(self.expiry);
         let mut pipe = redis::pipe();
         pipe.atomic();
         for room in self.written.union(&wanted) {
@@ -691,37 +924,42 @@ impl Link {
         for (room, ids) in &local {
             let key = self.keys.members_of(room);
             pipe.cmd("SADD").arg(&key).arg(ids).ignore();
-            pipe.cmd("PEXPIRE").arg(&key).arg(ttl).ignore();
+            pipe.cmd("PEXPIRE").arg(&key).arg(expiry).ignore();
         }
-        pipe.cmd("EVAL")
-            .arg(HEARTBEAT)
-            .arg(1)
-            .arg(&self.keys.nodes)
-            .arg(self.keys.node_name())
-            .arg(ttl)
-            .ignore();
         within(timeout, pipe.query_async::<()>(&mut connection.commands)).await?;
         self.written = wanted;
+        self.beat(connection).await?;
         Ok(())
     }
 
-    /// Waits and reconnects, with backoff; `None` if every `Rooms` was dropped meanwhile.
-    /// Broadcasts queued before the link was lost are dropped (and counted in the log):
-    /// membership is rewritten whole once the link is back.
+    /// Waits and reconnects, with backoff and jitter; `None` if every `Rooms` was dropped or
+    /// asked to leave meanwhile. Broadcasts queued before the link was lost are dropped (and
+    /// counted in the log), questions are answered "unavailable"; membership is written whole
+    /// once the link is back.
     async fn reconnect(&mut self) -> Option<Connection> {
         let mut delay = Duration::from_millis(100);
         let mut lost = 0usize;
         loop {
-            let pause = tokio::time::sleep(delay);
+            let jittered = delay.mul_f64(0.5 + (random_u64() % 1000) as f64 / 1000.0);
+            let pause = tokio::time::sleep(jittered);
             tokio::pin!(pause);
             loop {
                 tokio::select! {
                     () = &mut pause => break,
                     command = self.commands.recv() => match command {
                         None => return None,
-                        Some(Command::Publish { .. }) => lost += 1,
-                        // Dropping the question's sender answers it: unavailable.
-                        Some(Command::Membership { .. } | Command::Ask { .. }) => {}
+                        Some(Command::Publish { payload, .. }) => {
+                            lost += 1;
+                            self.state.queued_bytes.fetch_sub(payload.len(), Ordering::AcqRel);
+                        }
+                        // Dropping the answer's sender answers it: unavailable.
+                        Some(Command::Ask { .. }) => {}
+                        Some(Command::Leave { done }) => {
+                            // Nothing can be removed from Redis now: the heartbeat will expire.
+                            self.state.left.store(true, Ordering::Release);
+                            let _ = done.send(false);
+                            return None;
+                        }
                     },
                 }
             }
@@ -732,7 +970,7 @@ impl Link {
                 );
                 lost = 0;
             }
-            match Connection::open(&self.client, self.state.timeout, &self.keys).await {
+            match Connection::open(&self.client, &self.state, &self.keys, &self.inbox).await {
                 Ok(connection) => return Some(connection),
                 Err(error) => {
                     tracing::debug!(url = %self.state.url, %error, ?delay, "Redis still unreachable");
@@ -742,9 +980,10 @@ impl Link {
         }
     }
 
-    /// Takes this node out of the cluster (every `Rooms` was dropped); best effort.
-    async fn leave_cluster(&mut self, connection: &mut Connection) {
+    /// Takes this node out of the cluster; best effort. Returns whether Redis took it.
+    async fn leave_cluster(&mut self, connection: &mut Connection) -> bool {
         self.state.set_up(false);
+        self.state.left.store(true, Ordering::Release);
         let mut pipe = redis::pipe();
         pipe.cmd("ZREM")
             .arg(&self.keys.nodes)
@@ -758,8 +997,12 @@ impl Link {
             pipe.query_async::<()>(&mut connection.commands),
         )
         .await;
-        if let Err(error) = result {
-            tracing::debug!(url = %self.state.url, %error, "could not leave the cluster cleanly; the heartbeat will expire");
+        match result {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::debug!(url = %self.state.url, %error, "could not leave the cluster cleanly; the heartbeat will expire");
+                false
+            }
         }
     }
 }
@@ -806,7 +1049,7 @@ impl Envelope {
         if policy == SlowMember::Drop {
             flags |= Self::DROP;
         }
-        let mut out = Vec::with_capacity(10 + 24 + payload.len());
+        let mut out = Vec::with_capacity(10 + 32 + payload.len());
         out.push(Self::VERSION);
         out.push(flags);
         out.extend_from_slice(&origin.to_be_bytes());
@@ -828,11 +1071,11 @@ impl Envelope {
             if !present {
                 return Some(None);
             }
-            let (process, after) = rest.split_first_chunk::<4>()?;
+            let (process, after) = rest.split_first_chunk::<8>()?;
             let (number, after) = after.split_first_chunk::<8>()?;
             rest = after;
             Some(Some(ConnectionId::from_parts(
-                u32::from_be_bytes(*process),
+                u64::from_be_bytes(*process),
                 u64::from_be_bytes(*number),
             )))
         };
@@ -857,32 +1100,42 @@ impl Envelope {
     }
 }
 
-/// The URL with its password hidden, for errors and logs.
+/// The URL with its password hidden, for errors, logs and `Debug`.
 fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+        return "(not a URL)".to_owned();
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let user = rest[..at]
-                .split_once(':')
-                .map_or(&rest[..at], |(user, _)| user);
-            format!("{scheme}://{user}:***@{}", &rest[at + 1..])
+    // A password may sit in the user part or in a query parameter (`redis+unix://...?pass=`).
+    let (address, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (user_part, host) = match address.rfind('@') {
+        Some(at) => (Some(&address[..at]), &address[at + 1..]),
+        None => (None, address),
+    };
+    let mut shown = format!("{scheme}://");
+    if let Some(user_part) = user_part {
+        match user_part.split_once(':') {
+            Some((user, _)) => shown.push_str(&format!("{user}:***@")),
+            None => shown.push_str(&format!("{user_part}@")),
         }
-        None => url.to_owned(),
     }
-}
-
-/// 64 random bits, from the operating system's randomness (through `RandomState`).
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::AtomicU64;
-    static DRAWN: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(DRAWN.fetch_add(1, Ordering::Relaxed));
-    hasher.write_u32(std::process::id());
-    hasher.finish()
+    shown.push_str(host);
+    if !query.is_empty() {
+        let parameters: Vec<String> = query
+            .split('&')
+            .map(|parameter| match parameter.split_once('=') {
+                Some((name, _))
+                    if name.eq_ignore_ascii_case("pass")
+                        || name.eq_ignore_ascii_case("password") =>
+                {
+                    format!("{name}=***")
+                }
+                _ => parameter.to_owned(),
+            })
+            .collect();
+        shown.push('?');
+        shown.push_str(&parameters.join("&"));
+    }
+    shown
 }
 
 #[cfg(test)]
@@ -893,7 +1146,7 @@ mod tests {
     #[test]
     fn an_envelope_reads_back_what_was_written() {
         let except = ConnectionId::from_parts(7, 42);
-        let target = ConnectionId::from_parts(u32::MAX, u64::MAX);
+        let target = ConnectionId::from_parts(u64::MAX, u64::MAX);
         let cases = [
             (Some(except), None, SlowMember::Drop, Message::from("héllo")),
             (
@@ -936,12 +1189,25 @@ mod tests {
 
     #[test]
     fn urls_hide_their_password() {
-        assert_eq!(
-            redact("redis://:secret@host:6379/0"),
-            "redis://:***@host:6379/0"
+        let cases = [
+            ("redis://:secret@host:6379/0", "redis://:***@host:6379/0"),
+            ("redis://user:secret@host", "redis://user:***@host"),
+            ("redis://user@host", "redis://user@host"),
+            ("redis://:pa/ss@host", "redis://:***@host"),
+            (
+                "redis+unix:///tmp/redis.sock?db=1&pass=secret",
+                "redis+unix:///tmp/redis.sock?db=1&pass=***",
+            ),
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("not a url secret", "(not a URL)"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact(url), shown, "{url}");
+        }
+        let config = format!("{:?}", RedisConfig::new("redis://:secret@host"));
+        assert!(
+            config.contains(":***@host") && !config.contains("secret"),
+            "{config}"
         );
-        assert_eq!(redact("redis://user:secret@host"), "redis://user:***@host");
-        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
-        assert_eq!(redact("not a url"), "not a url");
     }
 }
