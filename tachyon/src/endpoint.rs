@@ -9,18 +9,24 @@ use std::panic::AssertUnwindSafe;
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 
+use axum::body::Body;
 use axum::extract::rejection::RawPathParamsRejection;
-use axum::extract::ws::{self, WebSocketUpgrade};
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, Version, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::handshake::derive_accept_key;
+use tungstenite::protocol::{Role, WebSocketConfig};
 
-use crate::connection::driver::Driver;
-use crate::connection::driver::Run;
+use crate::connection::driver::{Driver, Run, Socket};
 use crate::connection::outcome::Outcome;
+use crate::connection::read_ahead::ReadAhead;
 use crate::connection::{self, Shared};
 use crate::handler::Failure;
 use crate::handshake::{Accept, Decision, RequestHead, original_uri, upgrade_required};
@@ -37,7 +43,7 @@ use crate::socket::WebSocket;
 #[derive(Debug)]
 pub struct Connection {
     parts: Parts,
-    upgrade: WebSocketUpgrade,
+    upgrade: Upgrade,
     path_params: Params,
     /// The query string's parameters, parsed on first use.
     query: OnceLock<Params>,
@@ -91,12 +97,31 @@ impl Connection {
                 "invalid `Sec-WebSocket-Key`: it must be 16 random bytes in base64 (RFC 6455)";
             return Err((StatusCode::BAD_REQUEST, body).into_response());
         }
-        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, state).await {
-            Ok(upgrade) => upgrade,
+        // axum's extractor checks the handshake and answers a bad one as axum would; the
+        // upgrade itself is done here, to read the connection through `ReadAhead`, so its
+        // handle (which the extractor takes) is kept first.
+        let on_upgrade = parts.extensions.get::<OnUpgrade>().cloned();
+        match WebSocketUpgrade::from_request_parts(&mut parts, state).await {
+            Ok(upgrade) => drop(upgrade),
             Err(_) if !parts.headers.contains_key(header::UPGRADE) => {
                 return Err(upgrade_required(original_uri(&parts).path()));
             }
             Err(rejection) => return Err(rejection.into_response()),
+        }
+        // The extractor refuses a request without one: this is only in case that changes.
+        let Some(on_upgrade) = on_upgrade else {
+            return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response());
+        };
+        // As axum: HTTP/1 answers with the key's signature, HTTP/2 (extended `CONNECT`) with
+        // `200` alone. Signed now, into a value of its own, so as not to keep a slice of hyper's
+        // read buffer alive.
+        let accept_key = if parts.version <= Version::HTTP_11 {
+            parts
+                .headers
+                .get(header::SEC_WEBSOCKET_KEY)
+                .and_then(|key| HeaderValue::try_from(derive_accept_key(key.as_bytes())).ok())
+        } else {
+            None
         };
         let origin = parts
             .headers
@@ -123,7 +148,10 @@ impl Connection {
         };
         Ok(Self {
             parts,
-            upgrade,
+            upgrade: Upgrade {
+                on_upgrade,
+                accept_key,
+            },
             path_params,
             query: OnceLock::new(),
             settings,
@@ -307,7 +335,7 @@ impl Upgraded {
     /// future.
     fn respond<H>(
         self,
-        upgrade: WebSocketUpgrade,
+        upgrade: Upgrade,
         accept: Accept,
         handler_socket: Option<oneshot::Sender<Sender>>,
         handler: H,
@@ -318,7 +346,7 @@ impl Upgraded {
         let config = self.config;
         // Boxed: what the upgrade task captures stays allocated as long as it runs.
         let connection = Box::new(self);
-        respond_upgrade(upgrade, accept, &config, move |socket| {
+        upgrade.respond(accept, &config, move |socket| {
             connection.start(socket, handler_socket, handler)
         })
     }
@@ -329,7 +357,7 @@ impl Upgraded {
     /// keep copies of its arguments beside the driver for the connection's whole life.
     fn start<H>(
         self: Box<Self>,
-        socket: ws::WebSocket,
+        socket: Socket,
         handler_socket: Option<oneshot::Sender<Sender>>,
         handler: H,
     ) -> Run<H, (Option<Registration>, Admission)>
@@ -358,34 +386,75 @@ impl Upgraded {
     }
 }
 
-fn respond_upgrade<C, Fut>(
-    upgrade: WebSocketUpgrade,
-    accept: Accept,
-    config: &Config,
-    callback: C,
-) -> Response
-where
-    C: FnOnce(ws::WebSocket) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let (subprotocol, headers) = accept.into_parts();
-    let mut upgrade = upgrade
-        .read_buffer_size(config.read_buffer_size)
-        .write_buffer_size(config.write_buffer_size)
-        .max_write_buffer_size(config.max_write_buffer_size)
-        .max_message_size(config.max_message_size)
-        .max_frame_size(config.max_frame_size)
-        .on_failed_upgrade(|error| {
-            tracing::debug!(%error, "WebSocket upgrade failed after the handshake was accepted");
+/// The upgrade of an accepted handshake, done here rather than by axum's `WebSocketUpgrade`,
+/// which hides the connection's IO: the connection is read through [`ReadAhead`].
+#[derive(Debug)]
+struct Upgrade {
+    /// Resolves to the connection once the response has gone out.
+    on_upgrade: OnUpgrade,
+    /// The `Sec-WebSocket-Accept` to answer with; `None` over HTTP/2, which answers `200`.
+    accept_key: Option<HeaderValue>,
+}
+
+impl Upgrade {
+    /// The response that accepts the handshake, built as axum's `WebSocketUpgrade::on_upgrade`
+    /// builds it; `callback` runs with the socket in a task of its own once the upgrade is done.
+    fn respond<C, Fut>(self, accept: Accept, config: &Config, callback: C) -> Response
+    where
+        C: FnOnce(Socket) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let Self {
+            on_upgrade,
+            accept_key,
+        } = self;
+        let websocket_config = WebSocketConfig::default()
+            .read_buffer_size(config.read_buffer_size)
+            .write_buffer_size(config.write_buffer_size)
+            .max_write_buffer_size(config.max_write_buffer_size)
+            .max_message_size(Some(config.max_message_size))
+            .max_frame_size(Some(config.max_frame_size));
+        tokio::spawn(async move {
+            let upgraded = match on_upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(error) => {
+                    tracing::debug!(
+                        %error,
+                        "WebSocket upgrade failed after the handshake was accepted"
+                    );
+                    return;
+                }
+            };
+            let io = ReadAhead::new(TokioIo::new(upgraded));
+            let socket =
+                WebSocketStream::from_raw_socket(io, Role::Server, Some(websocket_config)).await;
+            callback(socket).await;
         });
-    if let Some(value) = subprotocol.and_then(|protocol| HeaderValue::try_from(protocol).ok()) {
-        upgrade.set_selected_protocol(value);
+
+        let mut response = match accept_key {
+            Some(accept_key) => {
+                let mut response = Response::new(Body::empty());
+                *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                let headers = response.headers_mut();
+                headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept_key);
+                response
+            }
+            // HTTP/2 (RFC 8441, RFC 9113 section 8.5): a `2xx` with an empty body.
+            None => Response::new(Body::empty()),
+        };
+        let (subprotocol, headers) = accept.into_parts();
+        if let Some(value) = subprotocol.and_then(|protocol| HeaderValue::try_from(protocol).ok()) {
+            response
+                .headers_mut()
+                .insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+        }
+        for (name, value) in headers {
+            response.headers_mut().append(name, value);
+        }
+        response
     }
-    let mut response = upgrade.on_upgrade(callback);
-    for (name, value) in headers {
-        response.headers_mut().append(name, value);
-    }
-    response
 }
 
 /// Whether `key` is the base64 of 16 bytes: 22 characters of the alphabet, the last of which

@@ -56,7 +56,7 @@ pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 ///
 /// | setting | default | what it bounds |
 /// |---|---|---|
-/// | [`read_buffer_size`](Self::read_buffer_size) | 4 KiB | bytes read from the socket per read |
+/// | [`read_buffer_size`](Self::read_buffer_size) | 4 KiB | the read buffer each connection keeps |
 /// | [`write_buffer_size`](Self::write_buffer_size) | 8 KiB | bytes buffered before a write |
 /// | [`max_write_buffer_size`](Self::max_write_buffer_size) | unlimited | the write buffer (the queue bounds it already) |
 /// | [`max_message_size`](Self::max_message_size) | 1 MiB | an incoming message (over it: close 1009) |
@@ -98,8 +98,10 @@ impl Settings {
         Self::default()
     }
 
-    /// The read buffer: how many bytes are read from the socket at a time. It is allocated
-    /// for each connection, so it is most of what an idle connection costs. Default 4 KiB.
+    /// The read buffer: how many bytes tungstenite takes at a time to parse frames. It is
+    /// allocated for each connection, so it is most of what an idle connection costs. It does
+    /// not bound reads from the socket: those take up to 64 KiB at once, through a buffer each
+    /// runtime thread shares among its connections. Default 4 KiB.
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
         self.read_buffer_size = Some(bytes);
         self

@@ -8,16 +8,21 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Bytes;
-use axum::extract::ws::{self, CloseFrame};
 use axum::http::Uri;
 use futures_util::{Sink, Stream};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::Message as WireMessage;
+use tungstenite::protocol::CloseFrame;
 
 use super::keepalive::{Due, Keepalive};
 use super::outcome::Outcome;
+use super::read_ahead::ReadAhead;
 use super::{Outbound, Polling, Shared};
 use crate::close::{CloseCode, truncate_reason};
 use crate::error::{DisconnectKind, WebSocketDisconnect};
-use crate::message::Message;
+use crate::message::{Message, from_wire_text};
 use crate::settings::Config;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,14 +37,18 @@ enum Phase {
     Done,
 }
 
+/// An accepted connection's socket: tungstenite over the upgraded HTTP connection, read through
+/// [`ReadAhead`].
+pub(crate) type Socket = WebSocketStream<ReadAhead<TokioIo<Upgraded>>>;
+
 /// Drives one connection's socket; see the module docs.
 #[derive(Debug)]
 pub(crate) struct Driver {
-    socket: Option<ws::WebSocket>,
+    socket: Option<Socket>,
     shared: Arc<Shared>,
     keepalive: Keepalive,
     /// A control frame to send before the queue: a ping, or the close for a protocol violation.
-    urgent: Option<ws::Message>,
+    urgent: Option<WireMessage>,
     /// Taken from the queue, waiting for the socket to accept it.
     pending: Option<Outbound>,
     unflushed: bool,
@@ -51,7 +60,7 @@ pub(crate) struct Driver {
 }
 
 impl Driver {
-    pub(crate) fn new(socket: ws::WebSocket, shared: Arc<Shared>, config: &Config) -> Self {
+    pub(crate) fn new(socket: Socket, shared: Arc<Shared>, config: &Config) -> Self {
         Self {
             socket: Some(socket),
             shared,
@@ -115,7 +124,7 @@ impl Driver {
         loop {
             if self.pending.is_none() {
                 self.pending = match self.urgent.take() {
-                    Some(control) => Some(Outbound::Message(control)),
+                    Some(control) => Some(Outbound::Control(control)),
                     None if self.phase == Phase::Open => self.shared.pop(),
                     None => None,
                 };
@@ -132,11 +141,12 @@ impl Driver {
                 Poll::Ready(Ok(())) => {}
             }
             let message = match next {
-                Outbound::Message(message) => message,
+                Outbound::Message(message) => message.into_wire(),
+                Outbound::Control(control) => control,
                 Outbound::Close(frame) => {
                     self.phase = Phase::Closing;
                     self.keepalive.closing();
-                    ws::Message::Close(Some(frame))
+                    WireMessage::Close(Some(frame))
                 }
             };
             Pin::new(&mut *socket)
@@ -173,7 +183,10 @@ impl Driver {
             let Some(socket) = &mut self.socket else {
                 return Ok(());
             };
-            let message = match Pin::new(&mut *socket).poll_next(cx) {
+            let polled = Pin::new(&mut *socket).poll_next(cx);
+            // Before the task can move to another thread, and the thread to another connection.
+            socket.get_mut().stash();
+            let message = match polled {
                 Poll::Pending => return Ok(()),
                 Poll::Ready(None) => {
                     return Err(WebSocketDisconnect::lost(
@@ -183,27 +196,34 @@ impl Driver {
                 Poll::Ready(Some(Err(error))) => return self.violation(&error),
                 Poll::Ready(Some(Ok(message))) => message,
             };
-            let data = matches!(message, ws::Message::Text(_) | ws::Message::Binary(_));
+            let data = matches!(message, WireMessage::Text(_) | WireMessage::Binary(_));
             self.keepalive.saw_frame(data);
             match message {
-                ws::Message::Text(text) if self.phase == Phase::Open => {
-                    self.shared.deliver(Message::Text(text), cx);
+                WireMessage::Text(text) if self.phase == Phase::Open => {
+                    match from_wire_text(text) {
+                        Ok(text) => self.shared.deliver(Message::Text(text), cx),
+                        Err(error) => return self.violation(&error),
+                    }
                 }
-                ws::Message::Binary(bytes) if self.phase == Phase::Open => {
+                WireMessage::Binary(bytes) if self.phase == Phase::Open => {
                     self.shared.deliver(Message::Binary(bytes), cx);
                 }
-                // A server closing ignores what still arrives before the client's reply.
-                ws::Message::Text(_) | ws::Message::Binary(_) | ws::Message::Pong(_) => {}
+                // A server closing ignores what still arrives before the client's reply; raw
+                // frames come only from writing them.
+                WireMessage::Text(_)
+                | WireMessage::Binary(_)
+                | WireMessage::Pong(_)
+                | WireMessage::Frame(_) => {}
                 // tungstenite queued the pong: the next flush sends it.
-                ws::Message::Ping(_) => self.unflushed = true,
-                ws::Message::Close(_) if self.phase == Phase::Closing => {
+                WireMessage::Ping(_) => self.unflushed = true,
+                WireMessage::Close(_) if self.phase == Phase::Closing => {
                     self.stop(WebSocketDisconnect::lost("closed"));
                 }
-                ws::Message::Close(frame) => {
+                WireMessage::Close(frame) => {
                     let disconnect = match frame {
                         Some(CloseFrame { code, reason }) => WebSocketDisconnect::new(
                             DisconnectKind::ClientClosed,
-                            code,
+                            code.into(),
                             reason.as_str(),
                         ),
                         None => WebSocketDisconnect::new(
@@ -225,19 +245,19 @@ impl Driver {
     }
 
     /// A read error: a client that broke the protocol is told why, with the matching code.
-    fn violation(&mut self, error: &axum::Error) -> Result<(), WebSocketDisconnect> {
+    fn violation(&mut self, error: &tungstenite::Error) -> Result<(), WebSocketDisconnect> {
         let Some((code, kind)) = protocol_violation(error) else {
             return Err(WebSocketDisconnect::lost(error));
         };
         let reason = error.to_string();
         let frame = CloseFrame {
-            code: code.as_u16(),
+            code: code.as_u16().into(),
             reason: truncate_reason(&reason).into(),
         };
         self.shared
             .end(WebSocketDisconnect::new(kind, code.as_u16(), reason), false);
         self.pending = None;
-        self.urgent = Some(ws::Message::Close(Some(frame)));
+        self.urgent = Some(WireMessage::Close(Some(frame)));
         self.phase = Phase::Closing;
         self.keepalive.closing();
         Ok(())
@@ -248,7 +268,7 @@ impl Driver {
         match self.keepalive.poll(cx, reading_paused) {
             None => {}
             Some(Due::Ping) if self.phase == Phase::Open && self.urgent.is_none() => {
-                self.urgent = Some(ws::Message::Ping(Bytes::new()));
+                self.urgent = Some(WireMessage::Ping(Bytes::new()));
                 self.keepalive.pinged();
             }
             Some(Due::Ping) => {}
@@ -301,11 +321,10 @@ impl Drop for Driver {
 }
 
 /// The close code and kind for a read error caused by what the client sent, if it was one.
-fn protocol_violation(error: &axum::Error) -> Option<(CloseCode, DisconnectKind)> {
-    use std::error::Error as _;
+fn protocol_violation(error: &tungstenite::Error) -> Option<(CloseCode, DisconnectKind)> {
     use tungstenite::error::{Error as Tungstenite, ProtocolError};
 
-    match error.source()?.downcast_ref::<Tungstenite>()? {
+    match error {
         Tungstenite::Utf8(_) => Some((
             CloseCode::INVALID_PAYLOAD,
             DisconnectKind::ProtocolViolation,

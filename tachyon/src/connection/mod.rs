@@ -10,6 +10,7 @@
 pub(crate) mod driver;
 mod keepalive;
 pub(crate) mod outcome;
+pub(crate) mod read_ahead;
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -20,10 +21,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use axum::extract::ws::{self, CloseFrame};
 use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
+use tungstenite::Message as WireMessage;
+use tungstenite::protocol::CloseFrame;
 
 use crate::close::{CloseCode, truncate_reason};
 use crate::error::{Error, TrySendError, WebSocketDisconnect};
@@ -130,8 +132,13 @@ impl std::str::FromStr for ConnectionId {
 /// What the driver sends, in the order it was queued.
 #[derive(Debug)]
 pub(crate) enum Outbound {
-    Message(ws::Message),
+    /// Converted to tungstenite's message only when sent, outside the lock (text is checked
+    /// for UTF-8 once more on the way: axum's and tungstenite's text types share no constructor).
+    Message(Message),
     Close(CloseFrame),
+    /// Only the driver makes these, and sends them before the queue: a ping, or the close for
+    /// a protocol violation.
+    Control(WireMessage),
 }
 
 /// The state of one connection, shared by its `WebSocket`, its senders and its driver. The lock
@@ -250,7 +257,7 @@ impl Shared {
                 return Err(TrySendError::full(message));
             }
             state.queued_bytes += len;
-            state.queue.push_back(Outbound::Message(message.into_ws()));
+            state.queue.push_back(Outbound::Message(message));
         }
         self.wake_driver();
         Ok(())
@@ -283,7 +290,7 @@ impl Shared {
             }
             state.ending = Some(disconnect);
             state.queue.push_back(Outbound::Close(CloseFrame {
-                code: code.as_u16(),
+                code: code.as_u16().into(),
                 reason: truncate_reason(reason).into(),
             }));
             if let Some(reader) = state.reader.take() {
@@ -396,7 +403,7 @@ impl Shared {
         let mut state = self.lock();
         let next = state.queue.pop_front()?;
         if let Outbound::Message(message) = &next {
-            state.queued_bytes -= ws_len(message);
+            state.queued_bytes -= message.len();
         }
         if std::mem::take(&mut state.blocked) {
             drop(state);
@@ -524,14 +531,6 @@ fn closed(error: TrySendError) -> Error {
     match error.disconnect() {
         Some(disconnect) => Error::Disconnected(disconnect.clone()),
         None => Error::TrySend(error),
-    }
-}
-
-fn ws_len(message: &ws::Message) -> usize {
-    match message {
-        ws::Message::Text(text) => text.len(),
-        ws::Message::Binary(bytes) => bytes.len(),
-        _ => 0,
     }
 }
 
