@@ -183,10 +183,7 @@ impl Driver {
             let Some(socket) = &mut self.socket else {
                 return Ok(());
             };
-            let polled = Pin::new(&mut *socket).poll_next(cx);
-            // Before the task can move to another thread, and the thread to another connection.
-            socket.get_mut().stash();
-            let message = match polled {
+            let message = match Pin::new(&mut *socket).poll_next(cx) {
                 Poll::Pending => return Ok(()),
                 Poll::Ready(None) => {
                     return Err(WebSocketDisconnect::lost(

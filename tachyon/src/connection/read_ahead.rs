@@ -3,17 +3,13 @@
 //! tungstenite reads at most its `read_buffer_size` per `read`, and allocates (and zero-fills)
 //! that much for every connection. A small buffer keeps idle connections cheap but costs a
 //! system call per few KiB of a large message; a large one does the opposite. [`ReadAhead`] sits
-//! under tungstenite: each read from the socket goes into one large buffer per thread, and
-//! tungstenite takes its small reads from there. tungstenite reads until it has a whole message,
-//! so what a read brought is usually all taken before the driver lets go of the thread; the
-//! driver then calls [`ReadAhead::stash`], which moves what is left (the start of the next
-//! message) into the connection's own buffer, on the heap only until tungstenite has taken it.
-//! An idle connection holds no extra buffer.
+//! under tungstenite: each read from the socket goes into one large buffer per thread, tungstenite
+//! gets what it asked for, and the connection keeps only what is left over, on the heap only
+//! until tungstenite has taken it. An idle connection holds no extra buffer.
 
 use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -21,88 +17,33 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// How much one read from the socket may bring: a few large messages, or many small ones.
 const SCRATCH_SIZE: usize = 64 * 1024;
 
-/// One thread's read buffer, and the bytes in it that a connection has not taken yet.
-struct Scratch {
-    buf: Box<[u8]>,
-    /// The connection whose bytes `buf[start..end]` are (0: none).
-    owner: u64,
-    start: usize,
-    end: usize,
-}
-
-impl Scratch {
-    fn holds_for(&self, owner: u64) -> bool {
-        self.owner == owner && self.start < self.end
-    }
-
-    /// Whether another connection's bytes are still here.
-    fn taken_by_other(&self, owner: u64) -> bool {
-        self.owner != 0 && self.owner != owner && self.start < self.end
-    }
-}
-
 thread_local! {
     /// Where this thread reads sockets into. Zero-filled once, when the thread first reads, then
     /// reused by every connection the thread polls (one at a time: nothing here awaits).
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
-        buf: vec![0; SCRATCH_SIZE].into_boxed_slice(),
-        owner: 0,
-        start: 0,
-        end: 0,
-    });
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_SIZE].into_boxed_slice());
 }
 
 /// An IO whose reads go through this thread's scratch buffer; see the module docs. Writes go
-/// straight to the inner IO. Whoever reads it must call [`stash`](Self::stash) after each poll
-/// that may have read, before the task can move to another thread.
+/// straight to the inner IO.
 #[derive(Debug)]
 pub(crate) struct ReadAhead<S> {
     io: S,
-    /// Tells this connection's bytes in a thread's scratch buffer from another's.
-    id: u64,
-    /// Bytes left in this thread's scratch buffer by the last read, not stashed yet.
-    in_scratch: bool,
     /// Bytes read from the socket that the reader has not taken yet: `leftover[taken..]`. Empty,
-    /// and unallocated, unless a read brought more than tungstenite took before `stash`.
+    /// and unallocated, between reads that bring more than the reader asked for.
     leftover: Vec<u8>,
     taken: usize,
 }
 
 impl<S> ReadAhead<S> {
     pub(crate) fn new(io: S) -> Self {
-        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Self {
             io,
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            in_scratch: false,
             leftover: Vec::new(),
             taken: 0,
         }
     }
 
-    /// Moves this connection's bytes still in the thread's scratch buffer into its own buffer,
-    /// so that the buffer is free for the next connection and nothing is lost if this one is
-    /// next polled on another thread.
-    pub(crate) fn stash(&mut self) {
-        if !self.in_scratch {
-            return;
-        }
-        self.in_scratch = false;
-        let _ = SCRATCH.try_with(|scratch| {
-            let Ok(mut scratch) = scratch.try_borrow_mut() else {
-                return;
-            };
-            if scratch.holds_for(self.id) {
-                let Scratch {
-                    buf, start, end, ..
-                } = &*scratch;
-                self.leftover.extend_from_slice(&buf[*start..*end]);
-                scratch.owner = 0;
-            }
-        });
-    }
-
-    /// Hands over what is left from an earlier read, and frees it once it is all taken.
+    /// Hands over what is left from the last read, and frees it once it is all taken.
     fn give_leftover(&mut self, buf: &mut ReadBuf<'_>) {
         let rest = &self.leftover[self.taken..];
         let n = rest.len().min(buf.remaining());
@@ -117,51 +58,21 @@ impl<S> ReadAhead<S> {
 }
 
 impl<S: AsyncRead + Unpin> ReadAhead<S> {
-    /// Gives `buf` this connection's bytes from `scratch`, or reads the socket into `scratch`,
-    /// gives `buf` what fits and leaves the rest there.
+    /// Reads from the socket into `scratch`, gives `buf` what fits and keeps the rest.
     fn read_through(
         &mut self,
-        scratch: &mut Scratch,
+        scratch: &mut [u8],
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.in_scratch {
-            if !scratch.holds_for(self.id) {
-                // Polled on another thread without `stash` first: the bytes left behind are
-                // out of reach, and reading on would skip them.
-                self.in_scratch = false;
-                return Poll::Ready(Err(io::Error::other(
-                    "a read-ahead connection moved threads without stashing its bytes",
-                )));
-            }
-            let n = (scratch.end - scratch.start).min(buf.remaining());
-            buf.put_slice(&scratch.buf[scratch.start..scratch.start + n]);
-            scratch.start += n;
-            if scratch.start == scratch.end {
-                scratch.owner = 0;
-                self.in_scratch = false;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        debug_assert!(
-            !scratch.taken_by_other(self.id),
-            "a connection left bytes in the scratch buffer without stashing them"
-        );
-        if scratch.taken_by_other(self.id) {
-            // Another connection has not stashed its bytes (which the driver always does):
-            // leave them, and read straight into the reader's buffer.
-            return Pin::new(&mut self.io).poll_read(cx, buf);
-        }
-        let mut chunk = ReadBuf::new(&mut scratch.buf);
+        let mut chunk = ReadBuf::new(scratch);
         ready!(Pin::new(&mut self.io).poll_read(cx, &mut chunk))?;
-        let read = chunk.filled().len();
-        let n = read.min(buf.remaining());
-        buf.put_slice(&scratch.buf[..n]);
-        if n < read {
-            scratch.owner = self.id;
-            scratch.start = n;
-            scratch.end = read;
-            self.in_scratch = true;
+        let read = chunk.filled();
+        let n = read.len().min(buf.remaining());
+        buf.put_slice(&read[..n]);
+        if n < read.len() {
+            self.leftover = read[n..].to_vec();
+            self.taken = 0;
         }
         Poll::Ready(Ok(()))
     }
@@ -178,7 +89,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
             this.give_leftover(buf);
             return Poll::Ready(Ok(()));
         }
-        if buf.remaining() >= SCRATCH_SIZE && !this.in_scratch {
+        if buf.remaining() >= SCRATCH_SIZE {
             // The reader's own buffer is as large: nothing to gain from the scratch buffer.
             return Pin::new(&mut this.io).poll_read(cx, buf);
         }
@@ -190,25 +101,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
             Ok(Some(poll)) => poll,
             // The thread is exiting (its scratch buffer is gone) or, which nothing here does,
             // reading re-entered: read straight into the reader's buffer.
-            Ok(None) | Err(_) if !this.in_scratch => Pin::new(&mut this.io).poll_read(cx, buf),
-            Ok(None) | Err(_) => Poll::Ready(Err(io::Error::other(
-                "a read-ahead connection lost the bytes it left in the scratch buffer",
-            ))),
-        }
-    }
-}
-
-impl<S> Drop for ReadAhead<S> {
-    /// Frees the thread's scratch buffer of bytes nobody will read.
-    fn drop(&mut self) {
-        if self.in_scratch {
-            let _ = SCRATCH.try_with(|scratch| {
-                if let Ok(mut scratch) = scratch.try_borrow_mut() {
-                    if scratch.owner == self.id {
-                        scratch.owner = 0;
-                    }
-                }
-            });
+            Ok(None) | Err(_) => Pin::new(&mut this.io).poll_read(cx, buf),
         }
     }
 }
@@ -302,46 +195,6 @@ mod tests {
         assert_eq!(io.leftover.capacity(), 0);
         assert!(read(&mut io, 4096).is_pending());
         assert_eq!(io.leftover.capacity(), 0);
-    }
-
-    #[test]
-    fn stash_moves_what_is_left_into_the_connection() {
-        let message: Vec<u8> = (0..10_000u32).map(|i| (i % 241) as u8).collect();
-        let mut io = ReadAhead::new(Chunks(VecDeque::from([message.clone()])));
-        let Poll::Ready(mut got) = read(&mut io, 4096) else {
-            panic!("nothing read");
-        };
-        io.stash();
-        assert_eq!(io.leftover.len(), message.len() - 4096);
-        // Another connection on this thread may read now.
-        let mut other = ReadAhead::new(Chunks(VecDeque::from([vec![1; 5000]])));
-        assert_eq!(read(&mut other, 4096), Poll::Ready(vec![1; 4096]));
-        other.stash();
-        while let Poll::Ready(part) = read(&mut io, 4096) {
-            got.extend(part);
-        }
-        assert_eq!(got, message);
-        assert_eq!(io.leftover.capacity(), 0);
-        assert_eq!(read(&mut other, 4096), Poll::Ready(vec![1; 904]));
-    }
-
-    #[test]
-    fn moving_threads_without_stash_is_an_error_not_a_skip() {
-        let mut io = ReadAhead::new(Chunks(VecDeque::from([vec![2; 10_000], vec![3; 10]])));
-        assert!(read(&mut io, 4096).is_ready());
-        let moved = std::thread::spawn(move || {
-            let mut storage = vec![0; 4096];
-            let mut buf = ReadBuf::new(&mut storage);
-            let mut cx = Context::from_waker(Waker::noop());
-            match Pin::new(&mut io).poll_read(&mut cx, &mut buf) {
-                Poll::Ready(Err(_)) => true,
-                Poll::Ready(Ok(())) | Poll::Pending => false,
-            }
-        });
-        assert!(
-            moved.join().unwrap_or(false),
-            "the skipped bytes went unnoticed"
-        );
     }
 
     #[test]
