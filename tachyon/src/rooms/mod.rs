@@ -231,13 +231,14 @@ impl Rooms {
     }
 
     /// The connections in `room` on every server linked to the backend; without a backend,
-    /// the same as [`members`](Self::members). Members of a server that stopped without
-    /// leaving disappear once its heartbeat expires (`RedisConfig::heartbeat`, with the `redis`
-    /// feature).
+    /// the same as [`members`](Self::members). This server's own joins and leaves made before
+    /// the call are in the answer; the members of a server that stopped without leaving
+    /// disappear once its heartbeat expires (`RedisConfig::expiry`, with the `redis` feature).
     ///
     /// # Errors
-    /// [`ClusterError::Unavailable`] while the backend is reconnecting;
-    /// [`ClusterError::Command`] if it failed to answer.
+    /// [`ClusterError::Unavailable`] while the backend is reconnecting, or after
+    /// [`leave_cluster`](Self::leave_cluster); [`ClusterError::Command`] if it failed to answer
+    /// in time.
     pub async fn cluster_members(&self, room: &str) -> Result<Vec<ConnectionId>, ClusterError> {
         match &self.inner.backend {
             Some(backend) => backend.members(room).await,
