@@ -353,26 +353,30 @@ impl Rooms {
     /// says [`Remote::Sent`], and counts nothing here).
     pub fn send_to(&self, id: ConnectionId, message: impl Into<Message>) -> Delivery {
         let message = message.into();
-        let delivery = self.deliver_to(id, self.inner.policy, &message);
-        match &self.inner.backend {
-            Some(backend) if delivery == Delivery::default() => Delivery {
-                remote: backend.send_to(id, self.inner.policy, &message),
-                ..delivery
+        let policy = self.inner.policy;
+        match (self.deliver_to(id, policy, &message), &self.inner.backend) {
+            (Some(delivery), _) => delivery,
+            (None, Some(backend)) => Delivery {
+                remote: backend.send_to(id, policy, &message),
+                ..Delivery::default()
             },
-            _ => delivery,
+            (None, None) => Delivery::default(),
         }
     }
 
-    /// Offers `message` to a member of this server's rooms.
-    fn deliver_to(&self, id: ConnectionId, policy: SlowMember, message: &Message) -> Delivery {
-        let sender = self.read().sender(id).cloned();
+    /// Offers `message` to a member of this server's rooms; `None` if it is not one.
+    fn deliver_to(
+        &self,
+        id: ConnectionId,
+        policy: SlowMember,
+        message: &Message,
+    ) -> Option<Delivery> {
+        let sender = self.read().sender(id).cloned()?;
         let mut delivery = Delivery::default();
-        if let Some(sender) = sender {
-            let mut slow = Vec::new();
-            offer(&sender, message, policy, &mut delivery, &mut slow);
-            close_slow(slow);
-        }
-        delivery
+        let mut slow = Vec::new();
+        offer(&sender, message, policy, &mut delivery, &mut slow);
+        close_slow(slow);
+        Some(delivery)
     }
 
     /// Offers `message` to this server's members of `room`, but `except`.

@@ -201,8 +201,7 @@ impl RoomsBuilder {
                 inbox,
                 heartbeat: config.heartbeat,
                 expiry: config.expiry(),
-                subscribed: HashSet::new(),
-                written: HashSet::new(),
+                linked: HashSet::new(),
             };
             tokio::spawn(link.run(connection));
             Some(Box::new(RedisBackend {
@@ -646,10 +645,9 @@ struct Link {
     inbox: mpsc::Sender<PushInfo>,
     heartbeat: Duration,
     expiry: Duration,
-    /// The rooms whose channel the connection listens to.
-    subscribed: HashSet<Arc<str>>,
-    /// The rooms whose member set this node wrote.
-    written: HashSet<Arc<str>>,
+    /// The rooms with members here, as Redis knows them: the connection listens to their
+    /// channels, and this node wrote a member set for each.
+    linked: HashSet<Arc<str>>,
 }
 
 /// Why [`Link::serve`] returned without an error.
@@ -682,14 +680,13 @@ impl Link {
                 Some(connection) => connection,
                 None => return,
             };
-            self.subscribed.clear();
             tracing::info!(url = %self.state.url, "link to Redis back");
         }
     }
 
     /// Serves until every `Rooms` is dropped or asked to leave (`Ok`), or the link is lost.
     async fn serve(&mut self, connection: &mut Connection) -> Result<End, BoxError> {
-        self.resync(connection).await?;
+        self.resync(connection, true).await?;
         self.state.set_up(true);
         let mut heartbeat = tokio::time::interval(self.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -713,7 +710,7 @@ impl Link {
                     let lapsed = self.beat(connection).await?;
                     let dirty = self.state.dirty.swap(false, Ordering::AcqRel);
                     if lapsed || dirty {
-                        self.resync(connection).await?;
+                        self.resync(connection, false).await?;
                     }
                     let dropped = self.state.inbound_dropped.swap(0, Ordering::Relaxed);
                     if dropped > 0 {
@@ -805,15 +802,11 @@ impl Link {
                 slots.push(Slot::Membership);
             }
             if has_members {
-                self.written.insert(Arc::clone(&room));
-                if self.subscribed.insert(Arc::clone(&room)) {
+                if self.linked.insert(Arc::clone(&room)) {
                     subscribe.push(self.keys.room(&room));
                 }
-            } else {
-                self.written.remove(&room);
-                if self.subscribed.remove(&room) {
-                    unsubscribe.push(self.keys.room(&room));
-                }
+            } else if self.linked.remove(&room) {
+                unsubscribe.push(self.keys.room(&room));
             }
         }
         (subscribe, unsubscribe)
@@ -859,9 +852,9 @@ impl Link {
         let mut script = redis::cmd("EVAL");
         script
             .arg(HEARTBEAT)
-            .arg(1 + self.written.len())
+            .arg(1 + self.linked.len())
             .arg(&self.keys.nodes);
-        for room in &self.written {
+        for room in &self.linked {
             script.arg(self.keys.members_of(room));
         }
         script.arg(self.keys.node_name()).arg(millis(self.expiry));
@@ -874,8 +867,9 @@ impl Link {
     }
 
     /// Makes Redis say what this node's registry says: subscriptions, member sets, heartbeat.
-    /// Run on every (re)connection, and when something lapsed or a write failed.
-    async fn resync(&mut self, connection: &mut Connection) -> Result<(), BoxError> {
+    /// Run on every (re)connection (`fresh`: the connection listens to nothing yet), and when
+    /// something lapsed or a write failed.
+    async fn resync(&mut self, connection: &mut Connection, fresh: bool) -> Result<(), BoxError> {
         // Changes made from here on are pending again, and written after this.
         drop(self.state.take_pending());
         let local: Vec<(Arc<str>, Vec<String>)> = match self.rooms.upgrade() {
@@ -897,12 +891,12 @@ impl Link {
             None => Vec::new(),
         };
         let wanted: HashSet<Arc<str>> = local.iter().map(|(room, _)| Arc::clone(room)).collect();
+        let listening = if fresh { &HashSet::new() } else { &self.linked };
         let subscribe: Vec<String> = wanted
-            .difference(&self.subscribed)
+            .difference(listening)
             .map(|room| self.keys.room(room))
             .collect();
-        let unsubscribe: Vec<String> = self
-            .subscribed
+        let unsubscribe: Vec<String> = listening
             .difference(&wanted)
             .map(|room| self.keys.room(room))
             .collect();
@@ -913,12 +907,12 @@ impl Link {
         if !unsubscribe.is_empty() {
             within(timeout, connection.commands.unsubscribe(unsubscribe)).await?;
         }
-        self.subscribed.clone_from(&wanted);
 
         let expiry = millis(self.expiry);
         let mut pipe = redis::pipe();
         pipe.atomic();
-        for room in self.written.union(&wanted) {
+        // Also the sets of rooms emptied while the link was down.
+        for room in self.linked.union(&wanted) {
             pipe.cmd("DEL").arg(self.keys.members_of(room)).ignore();
         }
         for (room, ids) in &local {
@@ -927,7 +921,7 @@ impl Link {
             pipe.cmd("PEXPIRE").arg(&key).arg(expiry).ignore();
         }
         within(timeout, pipe.query_async::<()>(&mut connection.commands)).await?;
-        self.written = wanted;
+        self.linked = wanted;
         self.beat(connection).await?;
         Ok(())
     }
@@ -989,7 +983,7 @@ impl Link {
             .arg(&self.keys.nodes)
             .arg(self.keys.node_name())
             .ignore();
-        for room in &self.written {
+        for room in &self.linked {
             pipe.cmd("DEL").arg(self.keys.members_of(room)).ignore();
         }
         let result = within(
