@@ -201,11 +201,31 @@ impl Handler {
         let path_extractor = function.sig.inputs.iter().any(
             |input| matches!(input, FnArg::Typed(typed) if last_segment_is(&typed.ty, "Path")),
         );
-        let mut arguments = Vec::new();
-        let mut socket_seen = false;
         // Every argument's name, including those rejected for their type, so that one mistake
         // in an argument does not also report its parameter as missing.
-        let mut bound_names: Vec<String> = Vec::new();
+        let bound_names: Vec<String> = function
+            .sig
+            .inputs
+            .iter()
+            .filter_map(|input| match input {
+                FnArg::Typed(typed) => binding_name(&typed.pat),
+                FnArg::Receiver(_) => None,
+            })
+            .collect();
+        // The parameters no argument takes (an axum `Path<T>` takes all path parameters).
+        let unmatched: Vec<Unmatched<'_>> = params
+            .iter()
+            .filter(|_| !path_extractor)
+            .map(|name| Unmatched { name, query: false })
+            .chain(query.iter().map(|name| Unmatched { name, query: true }))
+            .filter(|param| !bound_names.iter().any(|bound| bound == param.name))
+            .collect();
+        let mut arguments = Vec::new();
+        let mut socket_seen = false;
+        // Whether an argument of a parameter's type names no parameter: it is reported with the
+        // parameters left without an argument (most likely the one it was meant for), which then
+        // get no error of their own.
+        let mut stray_seen = false;
         for input in &function.sig.inputs {
             let FnArg::Typed(typed) = input else {
                 errors.push(
@@ -215,7 +235,6 @@ impl Handler {
                 continue;
             };
             let ty = &*typed.ty;
-            bound_names.extend(binding_name(&typed.pat));
             if let Some(problem) = unsupported_type(ty) {
                 errors.push_spanned(ty, problem(&argument_name(&typed.pat)));
                 continue;
@@ -239,10 +258,14 @@ impl Handler {
             } else {
                 let scalar = scalar_type(ty).filter(|_| template.is_some());
                 if let (Some(name), Some(scalar)) = (binding_name(&typed.pat), scalar) {
-                    errors.push(
-                        typed.pat.span(),
-                        not_a_param(&name, &scalar, &attribute.path.value(), params, query),
-                    );
+                    let route = attribute.path.value();
+                    let message = if unmatched.is_empty() {
+                        not_a_param(&name, &scalar, &route, params, query)
+                    } else {
+                        misnamed(&name, &scalar, &route, &unmatched)
+                    };
+                    errors.push(typed.pat.span(), message);
+                    stray_seen = true;
                     continue;
                 }
                 Role::Extractor
@@ -265,28 +288,29 @@ impl Handler {
                  (tachyon::WebSocket)",
             );
         }
-        for param in params {
-            if !bound_names.contains(param) && !path_extractor {
-                errors.push(
-                    attribute.path.span(),
-                    format!(
-                        "path parameter `{param}` has no argument: add `{param}: String` (or any \
-                         `FromStr` type) to the handler, or take all path parameters with axum's \
-                         `Path<T>`"
-                    ),
-                );
-            }
-        }
-        for name in query {
-            if !bound_names.contains(name) {
-                errors.push(
-                    attribute.path.span(),
+        if let Some(template) = template.as_ref().filter(|_| !stray_seen) {
+            for param in &unmatched {
+                let name = param.name;
+                let message = if param.query {
                     format!(
                         "query parameter `{name}` has no argument: add `{name}: Option<String>` \
                          (optional) or `{name}: String` (required), or any `FromStr` type, to the \
                          handler"
-                    ),
-                );
+                    )
+                } else {
+                    format!(
+                        "path parameter `{name}` has no argument: add `{name}: String` (or any \
+                         `FromStr` type) to the handler, or take all path parameters with axum's \
+                         `Path<T>`"
+                    )
+                };
+                let at = template
+                    .declaration_of(name)
+                    .unwrap_or(0..attribute.path.value().len());
+                errors.add(path_error(
+                    &attribute.path,
+                    &path::PathError { message, at },
+                ));
             }
         }
         errors.finish()?;
@@ -453,6 +477,45 @@ fn not_a_param(
     )
 }
 
+/// A parameter of the route that no argument takes.
+struct Unmatched<'a> {
+    name: &'a str,
+    /// A query parameter (declared after `?`), not a path parameter.
+    query: bool,
+}
+
+impl std::fmt::Display for Unmatched<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if self.query { "query" } else { "path" };
+        write!(f, "{kind} parameter `{}`", self.name)
+    }
+}
+
+/// An argument of a parameter's type that names no parameter, while some parameters have no
+/// argument: most likely it is one of them, misnamed.
+fn misnamed(name: &str, scalar: &str, path: &str, unmatched: &[Unmatched<'_>]) -> String {
+    match unmatched {
+        [param] => format!(
+            "argument `{name}: {scalar}` is not a parameter of the route, and {param} of \
+             \"{path}\" has no argument: did you mean `{wanted}`? Rename the argument to \
+             `{wanted}`",
+            wanted = param.name,
+        ),
+        _ => {
+            let names: Vec<String> = unmatched
+                .iter()
+                .map(|param| format!("`{}`", param.name))
+                .collect();
+            format!(
+                "argument `{name}: {scalar}` is not a parameter of the route, and the parameters \
+                 {} of \"{path}\" have no argument: rename the argument to the one it is for \
+                 (each parameter needs an argument of its name)",
+                names.join(", ")
+            )
+        }
+    }
+}
+
 /// Whether `ty`'s last path segment is `name` (`Path`, `axum::extract::Path`...).
 fn last_segment_is(ty: &Type, name: &str) -> bool {
     match ty {
@@ -529,5 +592,85 @@ impl Errors {
 
     fn finish(self) -> syn::Result<()> {
         self.0.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The messages of every error `#[websocket(attribute)]` on `function` gives.
+    fn errors(attribute: &str, function: &str) -> Vec<String> {
+        let attribute: Attribute = syn::parse_str(attribute).expect("attribute");
+        let function: ItemFn = syn::parse_str(function).expect("function");
+        match Handler::new(&attribute, function) {
+            Ok(_) => Vec::new(),
+            Err(error) => error.into_iter().map(|error| error.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_misnamed_argument_is_one_error_naming_the_parameter() {
+        let found = errors(
+            r#""/chat/{room}""#,
+            "async fn chat(mut ws: WebSocket, room_name: String) {}",
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains("argument `room_name: String`"),
+            "{found:?}"
+        );
+        assert!(found[0].contains("did you mean `room`?"), "{found:?}");
+
+        let found = errors(
+            r#""/ws?<token>""#,
+            "async fn chat(mut ws: WebSocket, tok: Option<String>) {}",
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("query parameter `token`"), "{found:?}");
+    }
+
+    #[test]
+    fn several_parameters_without_an_argument_are_listed_on_the_stray_one() {
+        let found = errors(
+            r#""/ws/{room}/{seat}""#,
+            "async fn chat(mut ws: WebSocket, place: u32) {}",
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("`room`, `seat`"), "{found:?}");
+    }
+
+    #[test]
+    fn a_parameter_without_any_stray_argument_still_gets_its_error() {
+        let found = errors(
+            r#""/ws/{room}?<token>""#,
+            "async fn chat(mut ws: WebSocket) {}",
+        );
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found[0].starts_with("path parameter `room` has no argument"),
+            "{found:?}"
+        );
+        assert!(
+            found[1].starts_with("query parameter `token` has no argument"),
+            "{found:?}"
+        );
+        // An argument that names no parameter, when every parameter has one, is still reported.
+        let found = errors(
+            r#""/ws/{room}""#,
+            "async fn chat(mut ws: WebSocket, room: String, seat: u32) {}",
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains("declare it as a query parameter"),
+            "{found:?}"
+        );
+        // `Path<T>` takes the path parameters, so a stray argument has none to be.
+        let found = errors(
+            r#""/ws/{room}""#,
+            "async fn chat(mut ws: WebSocket, Path(p): Path<String>, seat: u32) {}",
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(!found[0].contains("did you mean"), "{found:?}");
     }
 }

@@ -13,6 +13,21 @@ pub(crate) struct Template {
     pub(crate) params: Vec<String>,
     /// The query parameter names declared after `?`, in order.
     pub(crate) query: Vec<String>,
+    /// Where each parameter is declared in the template (`{name}`, `<name>`...), as byte
+    /// ranges: those of `params`, then those of `query`, in order.
+    pub(crate) declared_at: Vec<Range<usize>>,
+}
+
+impl Template {
+    /// Where the parameter `name` (path or query) is declared in the template.
+    pub(crate) fn declaration_of(&self, name: &str) -> Option<Range<usize>> {
+        let index = self
+            .params
+            .iter()
+            .chain(&self.query)
+            .position(|param| param == name)?;
+        self.declared_at.get(index).cloned()
+    }
 }
 
 /// A mistake in a path: what is wrong, and the bytes of the path it is about.
@@ -43,18 +58,22 @@ pub(crate) fn parse(template: &str) -> Result<Template, PathError> {
     };
     let mut parsed = parse_path(path)?;
     if let Some(query) = query {
-        parsed.query = parse_query(query, path.len() + 1, &parsed.params)?;
+        for (name, at) in parse_query(query, path.len() + 1, &parsed.params)? {
+            parsed.query.push(name);
+            parsed.declared_at.push(at);
+        }
     }
     Ok(parsed)
 }
 
-/// The declared query parameters; `start` is where `query` begins in the template.
+/// The declared query parameters and where each is; `start` is where `query` begins in the
+/// template.
 fn parse_query(
     query: &str,
     start: usize,
     path_params: &[String],
-) -> Result<Vec<String>, PathError> {
-    let mut names: Vec<String> = Vec::new();
+) -> Result<Vec<(String, Range<usize>)>, PathError> {
+    let mut declared: Vec<(String, Range<usize>)> = Vec::new();
     let mut offset = start;
     for item in query.split('&') {
         let at = offset..offset + item.len();
@@ -91,8 +110,9 @@ fn parse_query(
                 from..from + width,
             ));
         }
-        if names
+        if declared
             .iter()
+            .map(|(existing, _)| existing)
             .chain(path_params)
             .any(|existing| existing == name)
         {
@@ -101,9 +121,9 @@ fn parse_query(
                 at,
             ));
         }
-        names.push(name.to_owned());
+        declared.push((name.to_owned(), at));
     }
-    Ok(names)
+    Ok(declared)
 }
 
 /// Checks the path part and converts it to axum's syntax.
@@ -121,6 +141,7 @@ fn parse_path(path: &str) -> Result<Template, PathError> {
     let segments: Vec<&str> = path[1..].split('/').collect();
     let mut axum_path = String::with_capacity(path.len());
     let mut params: Vec<String> = Vec::new();
+    let mut declared_at: Vec<Range<usize>> = Vec::new();
     let mut start = 1;
     for (index, segment) in segments.iter().enumerate() {
         let at = start..start + segment.len();
@@ -167,6 +188,7 @@ fn parse_path(path: &str) -> Result<Template, PathError> {
                 axum_path.push_str(name);
                 axum_path.push('}');
                 params.push(name.to_owned());
+                declared_at.push(at);
             }
         }
     }
@@ -174,6 +196,7 @@ fn parse_path(path: &str) -> Result<Template, PathError> {
         axum_path,
         params,
         query: Vec::new(),
+        declared_at,
     })
 }
 
@@ -289,6 +312,19 @@ mod tests {
         assert!(err("/ws?<a>&<a>").contains("declared twice"));
         assert_eq!(at("/ws?<a-b>"), "-");
         assert_eq!(at("/ws?<a>&token"), "token");
+    }
+
+    #[test]
+    fn each_parameter_knows_where_it_is_declared() {
+        let path = "/é/{room}/<seat>/{*rest}?<token>&{page}";
+        let template = parse(path).expect("valid");
+        let declared = |name: &str| &path[template.declaration_of(name).expect(name)];
+        assert_eq!(declared("room"), "{room}");
+        assert_eq!(declared("seat"), "<seat>");
+        assert_eq!(declared("rest"), "{*rest}");
+        assert_eq!(declared("token"), "<token>");
+        assert_eq!(declared("page"), "{page}");
+        assert_eq!(template.declaration_of("missing"), None);
     }
 
     fn ok(path: &str) -> (String, Vec<String>) {
