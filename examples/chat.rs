@@ -6,7 +6,8 @@
 //! lost network, keepalive timeout), and the others are told.
 //!
 //! Several instances share their rooms through Redis: people on different instances talk in one
-//! room, and the member list counts everyone (names are kept in the Redis hash `chat:names`).
+//! room, and the member list counts everyone: each member's name is its member data, which the
+//! rooms keep with its membership, in Redis too.
 //!
 //! ```sh
 //! redis-server --port 6379 &
@@ -18,9 +19,7 @@
 //! `{"type": "message", "text": "..."}`. The server sends `members` (the room's names), `joined`
 //! and `left` notices, `message`s, and `error`s.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::mpsc;
 
@@ -28,9 +27,8 @@ use axum::extract::{FromRef, State};
 use axum::response::Html;
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
-use tachyon::{
-    CloseCode, ConnectionId, RedisConfig, Rooms, RoomsBuilder, Tachyon, WebSocket, websocket,
-};
+use tachyon::rooms::{Member, RedisConfig, RoomsBuilder};
+use tachyon::{CloseCode, Rooms, Tachyon, WebSocket, websocket};
 
 /// What a client sends.
 #[derive(Debug, Deserialize)]
@@ -51,181 +49,93 @@ enum ServerMessage<'a> {
     Error { error: &'a str },
 }
 
-/// The app's state: the rooms, and each member's name.
+/// The app's state: the rooms, whose members carry their name, and with Redis, the queue of
+/// member lists to announce.
 #[derive(Clone)]
 pub(crate) struct Chat {
-    rooms: Rooms,
-    names: Names,
+    rooms: Rooms<String>,
 }
 
-impl FromRef<Chat> for Rooms {
+impl FromRef<Chat> for Rooms<String> {
     fn from_ref(chat: &Chat) -> Self {
         chat.rooms.clone()
     }
 }
 
-/// Names by connection: of this instance's members, and with Redis, of everyone's.
-#[derive(Clone, Default)]
-struct Names {
-    local: Arc<Mutex<HashMap<ConnectionId, String>>>,
-    /// With Redis: the joins and leaves to write to the hash `chat:names` (connection id →
-    /// name) that instances share, and to announce, in order, by [`announce`].
-    shared: Option<mpsc::Sender<Change>>,
+/// Tells `room` its member list. In one process the rooms know every name; through Redis the
+/// list spans every instance, and asking for it awaits Redis, so [`announce`] builds it in a
+/// task of its own, in order.
+fn announce_members(rooms: &Rooms<String>, room: &str, changes: Option<&mpsc::Sender<String>>) {
+    let Some(changes) = changes else {
+        let members = names(rooms.members(room));
+        let _ = rooms
+            .to(room)
+            .send_json(&ServerMessage::Members { members });
+        return;
+    };
+    if changes.try_send(room.to_owned()).is_err() {
+        tracing::warn!(
+            room,
+            "member list not updated: too many joins and leaves at once"
+        );
+    }
 }
 
-/// A join (`joined` holds the name) or a leave, for [`announce`].
-struct Change {
-    rooms: Rooms,
-    room: String,
-    id: ConnectionId,
-    joined: Option<String>,
+/// The sorted names of `members`.
+fn names(members: Vec<Member<String>>) -> Vec<String> {
+    let mut names: Vec<String> = members.into_iter().map(Member::into_data).collect();
+    names.sort();
+    names
 }
 
-const SHARED_NAMES: &str = "chat:names";
-
-impl Names {
-    fn get(&self, id: ConnectionId) -> Option<String> {
-        self.local
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&id)
-            .cloned()
-    }
-
-    fn insert(&self, id: ConnectionId, name: String) {
-        self.local
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, name);
-    }
-
-    fn remove(&self, id: ConnectionId) -> Option<String> {
-        self.local
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id)
-    }
-
-    /// The sorted names of `room`'s members on this instance.
-    fn of(&self, rooms: &Rooms, room: &str) -> Vec<String> {
-        let mut names: Vec<String> = rooms
-            .members(room)
-            .into_iter()
-            .filter_map(|id| self.get(id))
-            .collect();
-        names.sort();
-        names
-    }
-
-    /// Tells `room` its member list, after `id` joined (`Some(name)`) or left (`None`). Through
-    /// Redis the list spans every instance: [`announce`] builds it (it awaits Redis).
-    fn announce_members(
-        &self,
-        rooms: &Rooms,
-        room: &str,
-        id: ConnectionId,
-        joined: Option<String>,
-    ) {
-        let Some(changes) = &self.shared else {
-            let members = self.of(rooms, room);
-            let _ = rooms.broadcast_json(room, &ServerMessage::Members { members });
-            return;
-        };
-        let change = Change {
-            rooms: rooms.clone(),
-            room: room.to_owned(),
-            id,
-            joined,
-        };
-        if changes.try_send(change).is_err() {
-            tracing::warn!(
-                room,
-                "member list not updated: too many joins and leaves at once"
-            );
+/// Broadcasts the member list of each room that changed, over every instance, one change after
+/// the other (so an older list never follows a newer one). Each member's name is kept with its
+/// membership in Redis, so one question answers with every name.
+async fn announce(rooms: Rooms<String>, mut changes: mpsc::Receiver<String>) {
+    while let Some(room) = changes.recv().await {
+        match rooms.cluster_members(&room).await {
+            Ok(members) if !members.is_empty() => {
+                let members = names(members);
+                let _ = rooms
+                    .to(&room)
+                    .send_json(&ServerMessage::Members { members });
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, room, "member list not updated"),
         }
     }
-}
-
-/// Writes each join and leave to the shared names, then broadcasts the room's member list over
-/// every instance, one change after the other (so an older list never follows a newer one).
-/// A crashed instance leaves its names behind in the hash; they are never shown, since the list
-/// comes from the cluster's membership.
-async fn announce(mut changes: mpsc::Receiver<Change>, mut redis: redis::aio::ConnectionManager) {
-    while let Some(change) = changes.recv().await {
-        if let Err(error) = announce_one(&mut redis, change).await {
-            tracing::warn!(%error, "member list not updated");
-        }
-    }
-}
-
-async fn announce_one(
-    redis: &mut redis::aio::ConnectionManager,
-    Change {
-        rooms,
-        room,
-        id,
-        joined,
-    }: Change,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let mut write = redis::cmd(if joined.is_some() { "HSET" } else { "HDEL" });
-    write.arg(SHARED_NAMES).arg(id.to_string());
-    if let Some(name) = joined {
-        write.arg(name);
-    }
-    write.query_async::<()>(redis).await?;
-    let ids = rooms.cluster_members(&room).await?;
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let mut lookup = redis::cmd("HMGET");
-    lookup.arg(SHARED_NAMES);
-    for id in &ids {
-        lookup.arg(id.to_string());
-    }
-    let names: Vec<Option<String>> = lookup.query_async(redis).await?;
-    let mut members: Vec<String> = names.into_iter().flatten().collect();
-    members.sort();
-    let _ = rooms.broadcast_json(&room, &ServerMessage::Members { members })?;
-    Ok(())
 }
 
 impl Chat {
     /// Rooms in this process whose presence hooks announce every join and leave, with the new
     /// member list.
     pub(crate) fn new() -> Self {
-        let names = Names::default();
-        let rooms = Self::announcing(&names).build();
-        Self { rooms, names }
+        let rooms = Self::announcing(None).build();
+        Self { rooms }
     }
 
     /// The same, with rooms (and names) shared through the Redis at `url`.
     pub(crate) async fn with_redis(url: &str) -> Result<Self, Box<dyn std::error::Error>> {
-        // A connection manager reconnects by itself, as the rooms' link does.
-        let redis = redis::Client::open(url)?.get_connection_manager().await?;
         let (changes, queued) = mpsc::channel(1024);
-        tokio::spawn(announce(queued, redis));
-        let names = Names {
-            shared: Some(changes),
-            ..Names::default()
-        };
-        let rooms = Self::announcing(&names)
+        let rooms = Self::announcing(Some(changes))
             .redis(RedisConfig::new(url))
             .await?;
-        Ok(Self { rooms, names })
+        tokio::spawn(announce(rooms.clone(), queued));
+        Ok(Self { rooms })
     }
 
-    fn announcing(names: &Names) -> RoomsBuilder {
-        let (on_join, on_leave) = (names.clone(), names.clone());
-        Rooms::builder()
-            .on_join(move |rooms, room, id| {
-                let name = on_join.get(id).unwrap_or_default();
-                let _ = rooms.broadcast_json(room, &ServerMessage::Joined { name: &name });
-                on_join.announce_members(rooms, room, id, Some(name));
+    fn announcing(changes: Option<mpsc::Sender<String>>) -> RoomsBuilder<String> {
+        let on_leave_changes = changes.clone();
+        Rooms::with_member_data::<String>()
+            .on_join(move |rooms, room, member| {
+                let name = member.data();
+                let _ = rooms.to(room).send_json(&ServerMessage::Joined { name });
+                announce_members(rooms, room, changes.as_ref());
             })
-            .on_leave(move |rooms, room, id| {
-                let name = on_leave.remove(id).unwrap_or_default();
-                let _ = rooms.broadcast_json(room, &ServerMessage::Left { name: &name });
-                on_leave.announce_members(rooms, room, id, None);
+            .on_leave(move |rooms, room, member| {
+                let name = member.data();
+                let _ = rooms.to(room).send_json(&ServerMessage::Left { name });
+                announce_members(rooms, room, on_leave_changes.as_ref());
             })
     }
 }
@@ -245,12 +155,11 @@ async fn chat(mut ws: WebSocket, room: String, State(chat): State<Chat>) -> tach
         Ok(_) | Err(tachyon::Error::InvalidJson(_)) => {
             let reason =
                 "send {\"type\":\"join\",\"name\":...} first, with a name of 1 to 32 characters";
-            return ws.close_with(CloseCode::POLICY_VIOLATION, reason).await;
+            return ws.close(CloseCode::POLICY_VIOLATION, reason).await;
         }
         Err(other) => return Err(other),
     };
-    chat.names.insert(ws.sender()?.id(), name.clone());
-    chat.rooms.join(&room, &ws)?;
+    chat.rooms.join(&room, (&ws, name.clone()))?;
     loop {
         match ws.receive_json::<ClientMessage>().await {
             Ok(ClientMessage::Message { text }) if !text.trim().is_empty() => {
@@ -258,7 +167,7 @@ async fn chat(mut ws: WebSocket, room: String, State(chat): State<Chat>) -> tach
                     name: &name,
                     text: &text,
                 };
-                let _ = chat.rooms.broadcast_json(&room, &message);
+                let _ = chat.rooms.to(&room).send_json(&message);
             }
             Ok(ClientMessage::Message { .. }) => {}
             Ok(ClientMessage::Join { .. }) => {

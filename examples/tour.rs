@@ -32,7 +32,8 @@ use axum::extract::State;
 use axum::response::Html;
 use axum::routing::get;
 use serde_json::{Value, json};
-use tachyon::{RedisConfig, Rooms, Router, Tachyon, WebSocket, websocket};
+use tachyon::rooms::RedisConfig;
+use tachyon::{Rooms, Tachyon, WebSocket, WebSocketRouter, websocket};
 
 /// The basic echo.
 #[websocket("/ws")]
@@ -92,7 +93,7 @@ async fn authenticated_ws(mut ws: WebSocket, token: Option<String>) -> tachyon::
     ws.accept().await?;
     if token.is_none_or(|token| token.is_empty()) {
         ws.send_json(&json!({"error": "No token"})).await?;
-        return ws.close(1000).await;
+        return ws.close(1000, "").await;
     }
     ws.send_json(&json!({"authenticated": true})).await
 }
@@ -102,7 +103,7 @@ async fn authenticated_ws(mut ws: WebSocket, token: Option<String>) -> tachyon::
 async fn secure_ws(mut ws: WebSocket, token: Option<String>) -> tachyon::Result<()> {
     // Or from the headers, before accepting: ws.headers().get("authorization")
     if !validate_token(token.as_deref()) {
-        return ws.close(4001).await; // custom code: unauthorized (answered with HTTP 403)
+        return ws.close(4001, "").await; // custom code: unauthorized (answered with HTTP 403)
     }
     ws.accept().await?;
     ws.send_text("Authenticated!").await
@@ -134,7 +135,7 @@ async fn handle_disconnect(mut ws: WebSocket) -> tachyon::Result<()> {
 #[websocket("/ws/close/{code}")]
 async fn close_with_code(mut ws: WebSocket, code: u16) -> tachyon::Result<()> {
     ws.accept().await?;
-    ws.close(code).await
+    ws.close(code, "").await
 }
 
 /// The chat: every message goes to everyone in the room, the sender included. `Rooms` is the
@@ -145,7 +146,7 @@ async fn chat(mut ws: WebSocket, room: String, State(tour): State<Tour>) -> tach
     tour.rooms.join(&room, &ws)?;
     loop {
         let data = ws.receive_text().await?;
-        let _ = tour.rooms.broadcast(&room, format!("[{room}] {data}"));
+        tour.rooms.to(&room).send(format!("[{room}] {data}"));
     }
 }
 
@@ -164,7 +165,7 @@ pub(crate) struct Tour {
 
 impl Tour {
     /// The tour's state, its rooms shared with every instance linked to the Redis at `url`.
-    pub(crate) async fn with_redis(url: &str) -> Result<Self, tachyon::ClusterError> {
+    pub(crate) async fn with_redis(url: &str) -> Result<Self, tachyon::rooms::ClusterError> {
         let rooms = Rooms::builder().redis(RedisConfig::new(url)).await?;
         Ok(Self { rooms })
     }
@@ -203,7 +204,7 @@ pub(crate) fn app() -> Tachyon<Tour> {
 
 /// The app with the given state (rooms through Redis, for one).
 pub(crate) fn app_with(tour: Tour) -> Tachyon<Tour> {
-    let api = Router::with_prefix("/api/v1").websocket(notifications);
+    let api = WebSocketRouter::with_prefix("/api/v1").websocket(notifications);
     Tachyon::with_state(tour)
         .websocket(echo)
         .websocket(room)

@@ -89,13 +89,13 @@ async fn the_tour_page_shows_the_echo_in_a_browser() {
 /// Refuses every connection with 4001 before accepting: `403` by default.
 #[tachyon::websocket("/refused")]
 async fn refused(mut ws: tachyon::WebSocket) -> tachyon::Result<()> {
-    ws.close_with(4001, "no token").await
+    ws.close(4001, "no token").await
 }
 
 /// The same, with rejections a browser can read.
 #[tachyon::websocket("/readable", browser_readable_rejections = true)]
 async fn readable(mut ws: tachyon::WebSocket) -> tachyon::Result<()> {
-    ws.close_with(4001, "no token").await
+    ws.close(4001, "no token").await
 }
 
 /// A page that opens `/refused` and `/readable` and writes the close code each one's `onclose`

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use axum::extract::State;
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use tachyon::{Error, Message, Router, Settings, Shutdown, Tachyon, WebSocket, websocket};
+use tachyon::shutdown::Shutdown;
+use tachyon::{Error, Message, Settings, Tachyon, WebSocket, WebSocketRouter, websocket};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WireMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame as WireCloseFrame;
@@ -227,7 +228,7 @@ async fn the_most_specific_settings_win() {
         .websocket(app_limit)
         .websocket(handler_limit)
         .include_router(
-            Router::with_prefix("/")
+            WebSocketRouter::with_prefix("/")
                 .settings(Settings::new().max_message_size(2000))
                 .websocket(router_limit),
         );
@@ -638,9 +639,9 @@ async fn cancel(mut ws: WebSocket) -> tachyon::Result<()> {
     };
     ws.send_text(format!("got {text}")).await?;
     // A close future dropped before it ran closes nothing.
-    drop(ws.close(4001));
+    drop(ws.close(4001, ""));
     ws.send_text("still open").await?;
-    ws.close(4001).await
+    ws.close(4001, "").await
 }
 
 #[tokio::test]

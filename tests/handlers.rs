@@ -11,7 +11,8 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 use support::{connect, expect_close, expect_json, expect_text, handshake, server, within};
-use tachyon::{HandlerFuture, Tachyon, WebSocket, websocket};
+use tachyon::handler::HandlerFuture;
+use tachyon::{Tachyon, WebSocket, websocket};
 
 #[derive(Clone)]
 struct AppState {

@@ -14,7 +14,8 @@ use support::{
     Reports, connect, expect_close, expect_json, expect_text, next_message, raw_connect, serve,
     server, within,
 };
-use tachyon::{CloseCode, Error, Message, MessageKind, Tachyon, WebSocket, websocket};
+use tachyon::error::MessageKind;
+use tachyon::{CloseCode, Error, Message, Tachyon, WebSocket, websocket};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_tungstenite::tungstenite::Message as WireMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame as WireCloseFrame;
@@ -397,14 +398,14 @@ async fn a_panic_after_accept_closes_with_1011_and_the_server_keeps_serving() {
 async fn codes(mut ws: WebSocket) -> tachyon::Result<()> {
     ws.accept().await?;
     for code in [999u16, 1004, 1005, 1006, 1015, 1016, 2999, 5000] {
-        match ws.close(code).await {
+        match ws.close(code, "").await {
             Err(Error::InvalidCloseCode(invalid)) if invalid.0 == code => {}
             other => return ws.send_text(format!("{code}: {other:?}")).await,
         }
     }
     // Nothing was sent: the connection is still open.
     ws.send_text("still open").await?;
-    ws.close_with(CloseCode::POLICY_VIOLATION, "no spam").await
+    ws.close(CloseCode::POLICY_VIOLATION, "no spam").await
 }
 
 #[tokio::test]

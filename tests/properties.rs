@@ -6,7 +6,8 @@ mod support;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use support::{Served, raw_frames, serve};
-use tachyon::{CloseCode, InvalidCloseCode, MAX_REASON_BYTES, Tachyon, WebSocket, websocket};
+use tachyon::close::InvalidCloseCode;
+use tachyon::{CloseCode, Tachyon, WebSocket, websocket};
 
 /// The rule of RFC 6455 §7.4 as `tachyon/src/close.rs` states it: the codes that may be sent.
 fn sendable(code: u16) -> bool {
@@ -45,7 +46,7 @@ fn close_code_new_accepts_exactly_the_sendable_codes() {
 #[websocket("/close/{code}?<reason>")]
 async fn closer(mut ws: WebSocket, code: u16, reason: String) -> tachyon::Result<()> {
     ws.accept().await?;
-    ws.close_with(code, &reason).await
+    ws.close(code, &reason).await
 }
 
 /// A sendable close code.
@@ -107,7 +108,7 @@ fn close_reasons_arrive_as_their_longest_prefix_that_fits() {
         let received = std::str::from_utf8(&received)
             .map_err(|error| TestCaseError::fail(format!("not UTF-8 ({error}): {received:?}")))?;
         prop_assert!(
-            received.len() <= MAX_REASON_BYTES,
+            received.len() <= CloseCode::MAX_REASON_BYTES,
             "{} bytes",
             received.len()
         );
@@ -115,7 +116,7 @@ fn close_reasons_arrive_as_their_longest_prefix_that_fits() {
         // The longest such prefix: all of it, or the next character would not have fitted.
         if let Some(next) = reason[received.len()..].chars().next() {
             prop_assert!(
-                received.len() + next.len_utf8() > MAX_REASON_BYTES,
+                received.len() + next.len_utf8() > CloseCode::MAX_REASON_BYTES,
                 "cut too short: {} bytes, then {next:?}",
                 received.len()
             );

@@ -17,10 +17,8 @@ mod tour_example;
 use std::time::Duration;
 
 use axum::extract::State;
-use tachyon::{
-    ClusterError, ClusterState, ConnectionId, RedisConfig, Remote, Rooms, Tachyon, WebSocket,
-    websocket,
-};
+use tachyon::rooms::{ClusterError, ClusterState, RedisConfig, Remote};
+use tachyon::{ConnectionId, Rooms, Tachyon, WebSocket, websocket};
 
 use support::redis_server::RedisServer;
 use support::{
@@ -49,12 +47,12 @@ async fn chat(mut ws: WebSocket, room: String, State(rooms): State<Rooms>) -> ta
     loop {
         let text = ws.receive_text().await?;
         if let Some(rest) = text.strip_prefix("except ") {
-            let _ = rooms.broadcast_except(&room, id, rest.to_owned());
+            rooms.to(&room).except(id).send(rest.to_owned());
         } else if &*text == "leave" {
             rooms.leave(&room, id);
             ws.send_text("left").await?;
         } else {
-            let _ = rooms.broadcast(&room, text);
+            rooms.to(&room).send(text);
         }
     }
 }
@@ -92,7 +90,10 @@ async fn member(node: &Node, room: &str) -> (Client, ConnectionId) {
 }
 
 /// Waits until `rooms` counts `expected` members in `room` over the cluster.
-async fn until_count(rooms: &Rooms, room: &str, expected: usize) {
+async fn until_count<M>(rooms: &Rooms<M>, room: &str, expected: usize)
+where
+    M: Clone + Send + Sync + 'static,
+{
     within(
         &format!("{expected} members in {room} cluster-wide"),
         async {
@@ -195,8 +196,8 @@ async fn a_broadcast_reaches_every_member_on_every_node_exactly_once() {
     assert_eq!(next_text(&mut elsewhere).await, "only here");
 
     // A broadcast made through the API reports the other nodes as reached.
-    let delivery = a.rooms.broadcast("lobby", "from the api");
-    assert_eq!((delivery.reached, delivery.remote), (2, Remote::Sent));
+    let delivery = a.rooms.to("lobby").send("from the api");
+    assert_eq!((delivery.reached(), delivery.remote()), (2, Remote::Sent));
     assert!(delivery.is_complete());
     for client in [&mut a1, &mut a2, &mut b1, &mut c1] {
         assert_eq!(next_text(client).await, "from the api");
@@ -232,14 +233,17 @@ async fn order_except_and_send_to_work_across_nodes() {
 
     // One connection, wherever it is.
     let delivery = a.rooms.send_to(remote_id, "direct to b");
-    assert_eq!((delivery.reached, delivery.remote), (0, Remote::Sent));
+    assert_eq!((delivery.reached(), delivery.remote()), (0, Remote::Sent));
     assert_eq!(next_text(&mut remote).await, "direct to b");
     let delivery = b.rooms.send_to(sender_id, "direct to a");
-    assert_eq!(delivery.remote, Remote::Sent);
+    assert_eq!(delivery.remote(), Remote::Sent);
     assert_eq!(next_text(&mut sender).await, "direct to a");
     // A local one is reached without Redis.
     let delivery = a.rooms.send_to(sender_id, "local");
-    assert_eq!((delivery.reached, delivery.remote), (1, Remote::InProcess));
+    assert_eq!(
+        (delivery.reached(), delivery.remote()),
+        (1, Remote::InProcess)
+    );
     assert_eq!(next_text(&mut sender).await, "local");
 }
 
@@ -254,9 +258,12 @@ async fn membership_is_counted_over_every_node_and_follows_leaves() {
     let (a2, a2_id) = member(&a, "lobby").await;
     let (mut b1, b1_id) = member(&b, "lobby").await;
     until_count(&b.rooms, "lobby", 3).await;
-    let mut members = within("the members", b.rooms.cluster_members("lobby"))
+    let mut members: Vec<_> = within("the members", b.rooms.cluster_members("lobby"))
         .await
-        .expect("members");
+        .expect("members")
+        .iter()
+        .map(|member| member.id())
+        .collect();
     members.sort();
     let mut expected = vec![a1_id, a2_id, b1_id];
     expected.sort();
@@ -355,9 +362,9 @@ async fn redis_restarted_in_the_middle_loses_only_what_was_sent_meanwhile() {
         Err(ClusterError::Unavailable { .. })
     ));
     // Local delivery goes on; the other node is reported as not reached.
-    let delivery = a.rooms.broadcast("lobby", "during the outage");
+    let delivery = a.rooms.to("lobby").send("during the outage");
     assert_eq!(
-        (delivery.reached, delivery.remote),
+        (delivery.reached(), delivery.remote()),
         (1, Remote::NotDelivered)
     );
     assert!(!delivery.is_complete());
@@ -509,7 +516,7 @@ async fn the_queue_is_bounded_and_joins_do_not_wait_behind_it() {
     // Broadcasts made faster than the link publishes them: some find the queue full and are
     // reported, none waits.
     let deliveries: Vec<Remote> = (0..2_000)
-        .map(|n| rooms.broadcast("elsewhere", format!("m{n}")).remote)
+        .map(|n| rooms.to("elsewhere").send(format!("m{n}")).remote())
         .collect();
     assert!(deliveries.contains(&Remote::Sent), "some were queued");
     assert!(
@@ -518,17 +525,17 @@ async fn the_queue_is_bounded_and_joins_do_not_wait_behind_it() {
     );
     // The byte bound too: one message over it is refused however empty the queue.
     within("the queue to drain", async {
-        while rooms.broadcast("elsewhere", "probe").remote != Remote::Sent {
+        while rooms.to("elsewhere").send("probe").remote() != Remote::Sent {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
     .await;
-    let big = rooms.broadcast("elsewhere", vec![0_u8; 2 * 1024 * 1024]);
-    assert_eq!(big.remote, Remote::NotDelivered);
+    let big = rooms.to("elsewhere").send(vec![0_u8; 2 * 1024 * 1024]);
+    assert_eq!(big.remote(), Remote::NotDelivered);
 
     // A join is not queued behind broadcasts: the next answer includes it.
     for n in 0..200 {
-        let _ = rooms.broadcast("elsewhere", format!("again {n}"));
+        rooms.to("elsewhere").send(format!("again {n}"));
     }
     let (_member, _) = member(&flood, "lobby").await;
     let count = within("a count", rooms.cluster_member_count("lobby")).await;
@@ -541,8 +548,8 @@ async fn binary_messages_and_send_to_by_process_cross_nodes() {
     let (a, b) = (node(&redis).await, node(&redis).await);
     let (mut on_b, _) = member(&b, "lobby").await;
     until_count(&a.rooms, "lobby", 1).await;
-    let delivery = a.rooms.broadcast("lobby", vec![0_u8, 1, 2, 255]);
-    assert_eq!(delivery.remote, Remote::Sent);
+    let delivery = a.rooms.to("lobby").send(vec![0_u8, 1, 2, 255]);
+    assert_eq!(delivery.remote(), Remote::Sent);
     match within("a message", futures_util::StreamExt::next(&mut on_b))
         .await
         .expect("open")
@@ -566,7 +573,7 @@ async fn binary_messages_and_send_to_by_process_cross_nodes() {
     let elsewhere: ConnectionId = "conn-00000000000000ab-5".parse().expect("an id");
     assert!(!elsewhere.is_local());
     let delivery = a.rooms.send_to(elsewhere, "for process ab");
-    assert_eq!((delivery.reached, delivery.remote), (0, Remote::Sent));
+    assert_eq!((delivery.reached(), delivery.remote()), (0, Remote::Sent));
     let message = within(
         "the message on that process's channel",
         futures_util::StreamExt::next(&mut listener.on_message()),
@@ -596,9 +603,9 @@ async fn a_node_that_leaves_the_cluster_stops_counting_at_once() {
     let nodes: i64 = query(&redis, redis::cmd("ZCARD").arg("tachyon:nodes")).await;
     assert_eq!(nodes, 1);
     // Node a's rooms go on locally.
-    let delivery = a.rooms.broadcast("lobby", "local only");
+    let delivery = a.rooms.to("lobby").send("local only");
     assert_eq!(
-        (delivery.reached, delivery.remote),
+        (delivery.reached(), delivery.remote()),
         (2, Remote::NotDelivered)
     );
     within("leaving again", a.rooms.leave_cluster())
@@ -669,4 +676,89 @@ async fn a_nodes_heartbeat_lasts_what_the_config_says() {
     )
     .await;
     assert!(ttl > 0 && ttl as f64 <= expiry, "{ttl} ms");
+}
+
+/// A member of rooms with member data: joins `room` with its first text as its name.
+#[websocket("/named/{room}")]
+async fn named(
+    mut ws: WebSocket,
+    room: String,
+    State(rooms): State<Rooms<String>>,
+) -> tachyon::Result<()> {
+    ws.accept().await?;
+    let name = ws.receive_text().await?;
+    rooms.join(&room, (&ws, name.to_string()))?;
+    ws.send_text("joined").await?;
+    loop {
+        ws.receive_text().await?;
+    }
+}
+
+#[tokio::test]
+async fn member_data_is_listed_over_every_node() {
+    let redis = RedisServer::start().await;
+    let mut served = Vec::new();
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let rooms = within(
+            "the rooms to reach Redis",
+            Rooms::with_member_data::<String>().redis(config(&redis)),
+        )
+        .await
+        .expect("Redis-backed rooms");
+        served.push(serve(Tachyon::with_state(rooms.clone()).websocket(named)).await);
+        nodes.push(rooms);
+    }
+    let mut clients = Vec::new();
+    for (name, node) in [("alice", 0), ("bob", 1), ("carol", 1)] {
+        let mut client = raw_connect(&served[node], "/named/lobby").await;
+        send_text(&mut client, name).await;
+        assert_eq!(next_text(&mut client).await, "joined");
+        clients.push(client);
+    }
+    // Another node's joins reach Redis when its link writes them: wait for them, then every
+    // node lists every name.
+    until_count(&nodes[0], "lobby", 3).await;
+    for rooms in &nodes {
+        let mut names: Vec<String> = within("the members", rooms.cluster_members("lobby"))
+            .await
+            .expect("members")
+            .into_iter()
+            .map(|member| member.into_data())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["alice", "bob", "carol"]);
+    }
+    // The data is written with the membership itself: one hash per node and room, id → JSON.
+    let mut connection = redis.client().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("tachyon:members:*:lobby")
+        .query_async(&mut connection)
+        .await
+        .expect("KEYS");
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let mut written = Vec::new();
+    for key in keys {
+        let hash: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await
+            .expect("HGETALL");
+        written.extend(hash.into_iter().map(|(_, data)| data));
+    }
+    written.sort();
+    assert_eq!(written, ["\"alice\"", "\"bob\"", "\"carol\""]);
+
+    // A member that leaves leaves the listing of every node.
+    drop(clients.remove(1));
+    within("bob to leave everywhere", async {
+        loop {
+            let members = nodes[0].cluster_members("lobby").await.expect("members");
+            if members.iter().all(|member| member.data() != "bob") && members.len() == 2 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
 }

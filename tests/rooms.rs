@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::extract::{FromRef, State};
 use futures_util::{SinkExt, StreamExt};
-use tachyon::{ConnectionId, Delivery, Remote, Rooms, SlowMember, Tachyon, WebSocket, websocket};
+use tachyon::rooms::{Remote, SlowMember};
+use tachyon::{ConnectionId, Rooms, Tachyon, WebSocket, websocket};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WireMessage;
 
@@ -51,7 +52,7 @@ async fn member_loop(mut ws: WebSocket, room: String, rooms: Rooms) -> Result<()
                 rooms.leave(&room, id);
             }
             other => {
-                let _ = rooms.broadcast_except(&room, id, other.to_owned());
+                rooms.to(&room).except(id).send(other.to_owned());
             }
         }
     }
@@ -77,11 +78,11 @@ fn reporting_rooms(reports: &Reporter, policy: SlowMember) -> Rooms {
     let (joins, leaves) = (reports.clone(), reports.clone());
     Rooms::builder()
         .slow_member(policy)
-        .on_join(move |_, room, id| {
-            let _ = joins.send(format!("joined {room} {}", id.as_u64()));
+        .on_join(move |_, room, member| {
+            let _ = joins.send(format!("joined {room} {}", member.id().as_u64()));
         })
-        .on_leave(move |_, room, id| {
-            let _ = leaves.send(format!("left {room} {}", id.as_u64()));
+        .on_leave(move |_, room, member| {
+            let _ = leaves.send(format!("left {room} {}", member.id().as_u64()));
         })
         .build()
 }
@@ -135,7 +136,7 @@ fn ids(rooms: &Rooms, room: &str) -> Vec<u64> {
     let mut ids: Vec<u64> = rooms
         .members(room)
         .into_iter()
-        .map(ConnectionId::as_u64)
+        .map(|member| member.id().as_u64())
         .collect();
     ids.sort_unstable();
     ids
@@ -153,18 +154,19 @@ async fn a_broadcast_reaches_exactly_the_rooms_members_once_and_in_order() {
     assert_eq!(rooms.member_count("b"), 1);
 
     for i in 0..100 {
-        let delivery = rooms.broadcast("a", format!("m{i}"));
+        let delivery = rooms.to("a").send(format!("m{i}"));
         assert_eq!(
-            delivery,
-            Delivery {
-                reached: 2,
-                dropped: 0,
-                closed: 0,
-                remote: Remote::InProcess,
-            }
+            (
+                delivery.reached(),
+                delivery.dropped(),
+                delivery.closed(),
+                delivery.remote()
+            ),
+            (2, 0, 0, Remote::InProcess)
         );
+        assert!(delivery.is_complete());
     }
-    let _ = rooms.broadcast("b", "only b");
+    rooms.to("b").send("only b");
     for client in [&mut a1.0, &mut a2.0] {
         for i in 0..100 {
             assert_eq!(next_text(client).await, format!("m{i}"));
@@ -176,7 +178,7 @@ async fn a_broadcast_reaches_exactly_the_rooms_members_once_and_in_order() {
     // A member's message goes to the others, not back to it.
     send(&mut a1.0, "hello from a1").await;
     assert_eq!(next_text(&mut a2.0).await, "hello from a1");
-    let _ = rooms.broadcast("a", "after");
+    rooms.to("a").send("after");
     assert_eq!(next_text(&mut a1.0).await, "after");
 }
 
@@ -204,11 +206,20 @@ fn tachyon_id(rooms: &Rooms, number: u64) -> ConnectionId {
         .room_names()
         .iter()
         .flat_map(|room| rooms.members(room))
+        .map(|member| member.id())
         .find(|id| id.as_u64() == number)
         .unwrap_or_else(|| panic!("connection {number} is in no room"))
 }
 
-async fn slow_member_scenario(policy: SlowMember) -> (Delivery, Vec<u64>, u64, Rooms) {
+/// What many broadcasts did, added up.
+#[derive(Debug, Default)]
+struct Total {
+    reached: usize,
+    dropped: usize,
+    closed: usize,
+}
+
+async fn slow_member_scenario(policy: SlowMember) -> (Total, Vec<u64>, u64, Rooms) {
     let (served, rooms, mut reports) = app(policy).await;
     let mut readers = vec![
         join(&served, "/reader/busy", &mut reports).await,
@@ -217,12 +228,12 @@ async fn slow_member_scenario(policy: SlowMember) -> (Delivery, Vec<u64>, u64, R
     // Joined, then never reads again.
     let (_stalled, stalled_id) = join(&served, "/slow/busy", &mut reports).await;
 
-    let mut total = Delivery::default();
+    let mut total = Total::default();
     for i in 0..100_000 {
-        let delivery = rooms.broadcast("busy", format!("{i}"));
-        total.reached += delivery.reached;
-        total.dropped += delivery.dropped;
-        total.closed += delivery.closed;
+        let delivery = rooms.to("busy").send(format!("{i}"));
+        total.reached += delivery.reached();
+        total.dropped += delivery.dropped();
+        total.closed += delivery.closed();
     }
     // The readers get everything, in order, whatever the stalled member does.
     for (client, _) in &mut readers {
@@ -288,7 +299,7 @@ async fn a_closed_slow_member_is_told_1013() {
     assert_eq!(reports.next().await, "joined");
     let mut closed = 0;
     for _ in 0..10_000 {
-        closed += rooms.broadcast("r", vec![0u8; 1024]).closed;
+        closed += rooms.to("r").send(vec![0u8; 1024]).closed();
     }
     assert_eq!(closed, 1);
     assert_eq!(
@@ -314,8 +325,8 @@ async fn a_room_of_a_thousand_members() {
         clients.push(join(&served, "/member/big", &mut reports).await.0);
     }
     assert_eq!(rooms.member_count("big"), 1000);
-    let delivery = rooms.broadcast("big", "to all");
-    assert_eq!(delivery.reached, 1000);
+    let delivery = rooms.to("big").send("to all");
+    assert_eq!(delivery.reached(), 1000);
     for client in &mut clients {
         assert_eq!(next_text(client).await, "to all");
     }
@@ -334,7 +345,11 @@ async fn concurrent_joins_leaves_and_broadcasts_end_with_exact_counts() {
     for _ in 0..40 {
         clients.push(join(&served, "/reader/home", &mut reports).await);
     }
-    let senders: Vec<ConnectionId> = rooms.members("home");
+    let senders: Vec<ConnectionId> = rooms
+        .members("home")
+        .iter()
+        .map(|member| member.id())
+        .collect();
     assert_eq!(senders.len(), 40);
     let room_names: Vec<String> = (0..8).map(|i| format!("r{i}")).collect();
 
@@ -365,7 +380,7 @@ async fn concurrent_joins_leaves_and_broadcasts_end_with_exact_counts() {
         tasks.spawn(async move {
             for _ in 0..200 {
                 for name in &names {
-                    let _ = rooms.broadcast(name, "noise");
+                    rooms.to(name).send("noise");
                 }
                 tokio::task::yield_now().await;
             }
@@ -391,7 +406,7 @@ async fn concurrent_joins_leaves_and_broadcasts_end_with_exact_counts() {
 /// by sending to it: what an app does when it keeps ids, not sockets.
 fn rooms_join_by_id(rooms: &Rooms, room: &str, id: ConnectionId) {
     let sender = rooms.sender(id).expect("a member");
-    rooms.join_sender(room, &sender);
+    rooms.join(room, &sender).expect("a sender joins");
 }
 
 #[tokio::test]
@@ -429,9 +444,10 @@ async fn json_is_encoded_once_per_broadcast() {
     }
     let count = Arc::new(AtomicUsize::new(0));
     let delivery = rooms
-        .broadcast_json("json", &Counted(Arc::clone(&count)))
+        .to("json")
+        .send_json(&Counted(Arc::clone(&count)))
         .expect("serializable");
-    assert_eq!(delivery.reached, 3);
+    assert_eq!(delivery.reached(), 3);
     assert_eq!(count.load(Ordering::SeqCst), 1);
     for client in &mut clients {
         assert_eq!(next_text(client).await, "\"counted\"");
@@ -471,7 +487,7 @@ async fn a_waiting_broadcast_waits_for_a_slow_member_and_loses_nothing() {
             for i in 0..MESSAGES {
                 let mut message = vec![0u8; 64 * 1024];
                 message[..8].copy_from_slice(&(i as u64).to_be_bytes());
-                reached += rooms.to("w").send_waiting(message).await.reached;
+                reached += rooms.to("w").send_waiting(message).await.reached();
             }
             reached
         })
@@ -500,4 +516,80 @@ async fn a_waiting_broadcast_waits_for_a_slow_member_and_loses_nothing() {
         1,
         "waiting never closes the member"
     );
+}
+
+/// A member that joins `room` as `name` (its first text), then says `joined`; `rename NAME`
+/// joins again with another name.
+#[websocket("/named/{room}")]
+async fn named(
+    mut ws: WebSocket,
+    room: String,
+    State(rooms): State<Rooms<String>>,
+) -> tachyon::Result<()> {
+    ws.accept().await?;
+    let name = ws.receive_text().await?;
+    rooms.join(&room, (&ws, name.to_string()))?;
+    ws.send_text("joined").await?;
+    loop {
+        let text = ws.receive_text().await?;
+        if let Some(name) = text.strip_prefix("rename ") {
+            rooms.join(&room, (&ws, name.to_owned()))?;
+            ws.send_text("renamed").await?;
+        }
+    }
+}
+
+#[tokio::test]
+async fn members_carry_their_data_to_the_hooks_and_the_listings() {
+    let (reports, mut reported) = support::reports();
+    let (joins, leaves) = (reports.clone(), reports.clone());
+    let rooms = Rooms::with_member_data::<String>()
+        .on_join(move |rooms, room, member| {
+            // The hook sees the data, and the member is listed already.
+            let listed = rooms
+                .members(room)
+                .iter()
+                .any(|listed| listed.id() == member.id() && listed.data() == member.data());
+            let _ = joins.send(format!("joined {room} {} {listed}", member.data()));
+        })
+        .on_leave(move |_, room, member| {
+            let _ = leaves.send(format!("left {room} {}", member.data()));
+        })
+        .build();
+    let served = serve(Tachyon::with_state(rooms.clone()).websocket(named)).await;
+
+    let mut alice = raw_connect(&served, "/named/lobby").await;
+    send(&mut alice, "alice").await;
+    assert_eq!(next_text(&mut alice).await, "joined");
+    assert_eq!(reported.next().await, "joined lobby alice true");
+    let mut bob = raw_connect(&served, "/named/lobby").await;
+    send(&mut bob, "bob").await;
+    assert_eq!(next_text(&mut bob).await, "joined");
+    assert_eq!(reported.next().await, "joined lobby bob true");
+
+    let mut names: Vec<String> = rooms
+        .members("lobby")
+        .into_iter()
+        .map(|member| member.into_data())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["alice", "bob"]);
+
+    // Joining again keeps the newest data, and is not a second join.
+    send(&mut bob, "rename robert").await;
+    assert_eq!(next_text(&mut bob).await, "renamed");
+    let bob_data: Vec<String> = rooms
+        .members("lobby")
+        .into_iter()
+        .map(|member| member.into_data())
+        .filter(|name| name != "alice")
+        .collect();
+    assert_eq!(bob_data, ["robert"]);
+
+    // The leave hook gets the data the member had, however its connection ends.
+    drop(bob);
+    assert_eq!(reported.next().await, "left lobby robert");
+    alice.close(None).await.expect("the client closes");
+    assert_eq!(reported.next().await, "left lobby alice");
+    assert!(rooms.members("lobby").is_empty());
 }

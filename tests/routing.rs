@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
 use support::{connect, expect_text, handshake, server};
-use tachyon::{Router, Tachyon, WebSocket, websocket};
+use tachyon::{Tachyon, WebSocket, WebSocketRouter, websocket};
 
 #[websocket("/notifications")]
 async fn notifications(mut ws: WebSocket) -> tachyon::Result<()> {
@@ -35,10 +35,10 @@ async fn lobby(mut ws: WebSocket) -> tachyon::Result<()> {
 
 #[tokio::test]
 async fn prefixes_are_joined_with_one_slash_and_routers_nest() {
-    let v1 = Router::with_prefix("v1/")
+    let v1 = WebSocketRouter::with_prefix("v1/")
         .websocket(notifications)
         .websocket(root);
-    let api = Router::with_prefix("/api/").include_router(v1);
+    let api = WebSocketRouter::with_prefix("/api/").include_router(v1);
     let app = Tachyon::new().include_router(api);
     assert_eq!(
         app.routes().collect::<Vec<_>>(),
@@ -54,8 +54,8 @@ async fn prefixes_are_joined_with_one_slash_and_routers_nest() {
 #[tokio::test]
 async fn an_empty_prefix_merges() {
     let app = Tachyon::new()
-        .include_router(Router::new().websocket(notifications))
-        .include_router(Router::with_prefix("").websocket(room));
+        .include_router(WebSocketRouter::new().websocket(notifications))
+        .include_router(WebSocketRouter::with_prefix("").websocket(room));
     assert_eq!(
         app.routes().collect::<Vec<_>>(),
         ["/notifications", "/ws/{room}"]
@@ -91,14 +91,14 @@ fn registering_a_path_twice_on_the_app_panics_naming_it() {
 #[should_panic(expected = "the WebSocket route `/api/notifications` is registered twice")]
 fn including_a_path_twice_panics_naming_it() {
     let _ = Tachyon::new()
-        .include_router(Router::with_prefix("/api").websocket(notifications))
-        .include_router(Router::with_prefix("api/").websocket(notifications));
+        .include_router(WebSocketRouter::with_prefix("/api").websocket(notifications))
+        .include_router(WebSocketRouter::with_prefix("api/").websocket(notifications));
 }
 
 #[test]
 #[should_panic(expected = "the WebSocket route `/notifications` is registered twice")]
 fn registering_a_path_twice_on_a_router_panics_naming_it() {
-    let _: Router = Router::new()
+    let _: WebSocketRouter = WebSocketRouter::new()
         .websocket(notifications)
         .websocket(notifications);
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use futures_util::{SinkExt, StreamExt};
-use tachyon::{Origins, Router, Settings, Tachyon, WebSocket, websocket};
+use tachyon::settings::Origins;
+use tachyon::{Settings, Tachyon, WebSocket, WebSocketRouter, websocket};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -155,7 +156,7 @@ async fn allowed_origins_can_be_set_for_the_app_and_a_router() {
         .settings(Settings::new().allowed_origins(["https://app.example.com"]))
         .websocket(echo)
         .include_router(
-            Router::with_prefix("/open")
+            WebSocketRouter::with_prefix("/open")
                 .settings(Settings::new().allow_any_origin())
                 .websocket(public),
         );

@@ -22,7 +22,8 @@ use axum::response::Response;
 use axum::routing::get;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
-use tachyon::{Message, RedisConfig, Rooms, WebSocket};
+use tachyon::rooms::RedisConfig;
+use tachyon::{Message, Rooms, WebSocket};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
@@ -134,7 +135,7 @@ async fn fire(mut ws: WebSocket, State(rooms): State<Rooms>) -> tachyon::Result<
         let count: usize = ws.receive_text().await?.parse().unwrap_or(0);
         let message = tachyon::Utf8Bytes::from(FANOUT_MESSAGE);
         for _ in 0..count {
-            let _ = rooms.broadcast("fan-out", message.clone());
+            rooms.to("fan-out").send(message.clone());
         }
         ws.send_text("done").await?;
     }

@@ -181,12 +181,12 @@ pub(crate) fn expand(attribute: &Attribute, function: ItemFn) -> syn::Result<Tok
     // The only place that needs the return type to be a `HandlerReturn`: spanned at the return
     // type, so a wrong one gives one error, there.
     let into_result = quote_spanned! {output_span=>
-        <#output as #krate::HandlerReturn>::into_result
+        <#output as #krate::handler::HandlerReturn>::into_result
     };
     // A plain function pointer: the call below then has no bound on the return type left to
     // fail, so a wrong one is reported once, at the return type.
     let into_result_type = quote_spanned! {output_span=>
-        fn(#output) -> ::core::result::Result<(), #krate::Failure>
+        fn(#output) -> ::core::result::Result<(), #krate::handler::Failure>
     };
     // The handler's future goes to `run` as it is, with the function that reads its result:
     // wrapping it in an `async` block would keep a second copy of its arguments.
@@ -223,7 +223,7 @@ pub(crate) fn expand(attribute: &Attribute, function: ItemFn) -> syn::Result<Tok
         })
         .collect();
     let wrapper = quote_spanned! {name.span()=>
-        #krate::HandlerFuture::new(#name::__tachyon_handler(#(#parameters),*))
+        #krate::handler::HandlerFuture::new(#name::__tachyon_handler(#(#parameters),*))
     };
     let route_doc = format!(
         "The route of the [`{name}()`]({name}()) WebSocket handler: `{name}::PATH` is \
@@ -235,7 +235,7 @@ pub(crate) fn expand(attribute: &Attribute, function: ItemFn) -> syn::Result<Tok
         #(#cfgs)*
         // It repeats the handler's signature: lints about that signature are the handler's.
         #[allow(clippy::all, clippy::pedantic, clippy::nursery)]
-        #vis fn #name(#(#parameters: #types),*) -> #krate::HandlerFuture<#name, #output> {
+        #vis fn #name(#(#parameters: #types),*) -> #krate::handler::HandlerFuture<#name, #output> {
             #wrapper
         }
 
@@ -288,7 +288,7 @@ pub(crate) fn expand(attribute: &Attribute, function: ItemFn) -> syn::Result<Tok
         #state_checks
 
         #(#cfgs)*
-        impl<#state> #krate::WebSocketRoute<#state> for #name
+        impl<#state> #krate::handler::WebSocketRoute<#state> for #name
         where
             #bounds
         {
@@ -345,10 +345,10 @@ pub(crate) fn stub(attribute: Option<&Attribute>, function: &ItemFn) -> TokenStr
         #(#outer)*
         #(#cfgs)*
         #[allow(unused_variables, clippy::all)]
-        #vis fn #name #generics (#(#names: #types),*) -> #krate::HandlerFuture<#name, #output>
+        #vis fn #name #generics (#(#names: #types),*) -> #krate::handler::HandlerFuture<#name, #output>
         #where_clause
         {
-            #krate::HandlerFuture::new(::core::future::pending::<#output>())
+            #krate::handler::HandlerFuture::new(::core::future::pending::<#output>())
         }
 
         #[doc(hidden)]
@@ -371,7 +371,7 @@ pub(crate) fn stub(attribute: Option<&Attribute>, function: &ItemFn) -> TokenStr
         }
 
         #(#cfgs)*
-        impl<#state> #krate::WebSocketRoute<#state> for #name
+        impl<#state> #krate::handler::WebSocketRoute<#state> for #name
         where
             #state: ::core::clone::Clone + ::core::marker::Send + ::core::marker::Sync + 'static,
         {

@@ -1,4 +1,4 @@
-//! The `#[websocket]` attribute of [Tachyon](https://docs.rs/tachyon). Depend on `tachyon`, which
+//! The `#[websocket]` attribute of [Tachyon](https://docs.rs/tachyon-ws). Depend on `tachyon-ws`, which
 //! re-exports it and documents it; the generated code calls `tachyon` only.
 
 use proc_macro::TokenStream;

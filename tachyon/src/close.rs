@@ -41,6 +41,10 @@ use std::fmt;
 pub struct CloseCode(u16);
 
 impl CloseCode {
+    /// The longest reason a close frame can carry, in bytes: a control frame payload is at most
+    /// 125 bytes, two of which hold the code. Longer reasons are cut on a character boundary.
+    pub const MAX_REASON_BYTES: usize = 123;
+
     /// 1000: the purpose of the connection was fulfilled.
     pub const NORMAL: Self = Self(1000);
     /// 1001: the endpoint is going away (server shutting down, browser leaving the page).
@@ -134,16 +138,12 @@ impl PartialEq<CloseCode> for u16 {
 )]
 pub struct InvalidCloseCode(pub u16);
 
-/// The longest reason a close frame can carry: a control frame payload is at most 125 bytes,
-/// two of which hold the code.
-pub const MAX_REASON_BYTES: usize = 123;
-
-/// Cuts `reason` to [`MAX_REASON_BYTES`] on a character boundary, so it always fits a frame.
+/// Cuts `reason` to [`CloseCode::MAX_REASON_BYTES`] on a character boundary, so it always fits a frame.
 pub(crate) fn truncate_reason(reason: &str) -> &str {
-    if reason.len() <= MAX_REASON_BYTES {
+    if reason.len() <= CloseCode::MAX_REASON_BYTES {
         return reason;
     }
-    let mut end = MAX_REASON_BYTES;
+    let mut end = CloseCode::MAX_REASON_BYTES;
     while !reason.is_char_boundary(end) {
         end -= 1;
     }
@@ -196,7 +196,7 @@ mod tests {
         let short = "bye";
         assert_eq!(truncate_reason(short), short);
         let ascii = "x".repeat(200);
-        assert_eq!(truncate_reason(&ascii).len(), MAX_REASON_BYTES);
+        assert_eq!(truncate_reason(&ascii).len(), CloseCode::MAX_REASON_BYTES);
         // 'é' is two bytes: 61 of them (122 bytes) fit, the 62nd would cross byte 123.
         let accented = "é".repeat(100);
         let cut = truncate_reason(&accented);

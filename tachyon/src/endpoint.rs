@@ -27,7 +27,7 @@ use tungstenite::protocol::{Role, WebSocketConfig};
 use crate::connection::driver::{Driver, Run, Socket};
 use crate::connection::outcome::Outcome;
 use crate::connection::read_ahead::ReadAhead;
-use crate::connection::{self, Shared};
+use crate::connection::{self, ConnectionId, Shared};
 use crate::handler::Failure;
 use crate::handshake::{Accept, Decision, RequestHead, original_uri, upgrade_required};
 use crate::origin;
@@ -272,7 +272,9 @@ impl Connection {
         let mut request = RequestHead::new(&mut parts, path_params);
         drop(parts);
         let uri = request.uri.clone();
+        let id = request.id;
         let config = settings.resolve();
+        let explain = config.explain_failures;
         request.readable_rejections = config.readable_rejections;
         let (decision_tx, mut decision_rx) = oneshot::channel();
         let (socket_tx, socket_rx) = oneshot::channel();
@@ -293,19 +295,21 @@ impl Connection {
                     }
                     // It asked to accept, then gave up waiting: upgrade and close at once.
                     Ok(Decision::Accept(accept)) => Upgraded {
+                        id,
                         config,
                         shutdown,
                         uri,
                         admission,
                     }
                     .respond(upgrade, accept, None, std::future::ready(outcome)),
-                    Err(_) => outcome.before_accept(&uri),
+                    Err(_) => outcome.before_accept(&uri, explain),
                 };
             }
         };
 
         match decision {
             Some(Decision::Accept(accept)) => Upgraded {
+                id,
                 config,
                 shutdown,
                 uri,
@@ -317,13 +321,14 @@ impl Connection {
                 tokio::spawn(async move { Outcome::new(handler.await).log(&uri, None) });
                 response
             }
-            None => Outcome::new(handler.await).before_accept(&uri),
+            None => Outcome::new(handler.await).before_accept(&uri, explain),
         }
     }
 }
 
 /// What an accepted connection runs with.
 struct Upgraded {
+    id: ConnectionId,
     config: Config,
     shutdown: Option<Shutdown>,
     uri: Uri,
@@ -365,12 +370,13 @@ impl Upgraded {
         H: Future<Output = Outcome>,
     {
         let Self {
+            id,
             config,
             shutdown,
             uri,
             admission,
         } = *self;
-        let shared = Shared::new(&config);
+        let shared = Shared::new(&config, id);
         let registration = shutdown.map(|shutdown| shutdown.register(&shared));
         let driver = Driver::new(socket, Arc::clone(&shared), &config);
         let delivered = handler_socket.is_some_and(|handler_socket| {

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::close::InvalidCloseCode;
+pub use crate::connection::InvalidConnectionId;
 
 /// The result of Tachyon's WebSocket operations; also a handy return type for handlers.
 pub type Result<T = (), E = Error> = std::result::Result<T, E>;
@@ -29,7 +30,7 @@ pub enum Error {
     /// `accept`, `deny` or `close`-before-accept was called after the handshake was accepted.
     #[error(
         "cannot {operation}: the handshake was already accepted (to end the connection, call \
-         `ws.close(code)`)"
+         `ws.close(code, reason)`)"
     )]
     AlreadyAccepted {
         /// What was attempted, e.g. "deny the handshake".
@@ -127,7 +128,8 @@ impl From<std::convert::Infallible> for Error {
 /// happened to the transport.
 ///
 /// ```
-/// use tachyon::{DisconnectKind, Error};
+/// use tachyon::Error;
+/// use tachyon::error::DisconnectKind;
 ///
 /// # async fn handler(mut ws: tachyon::WebSocket) -> tachyon::Result<()> {
 /// match ws.receive_text().await {
@@ -143,6 +145,7 @@ impl From<std::convert::Infallible> for Error {
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub struct WebSocketDisconnect {
     /// Why the connection ended.
     pub kind: DisconnectKind,

@@ -16,7 +16,7 @@ use crate::error::{Error, WebSocketDisconnect};
 /// A function annotated with `#[websocket("/path")]`, ready to register.
 ///
 /// Give the function itself to [`Tachyon::websocket`](crate::Tachyon::websocket) or
-/// [`Router::websocket`](crate::Router::websocket). `Args` only tells the function's arity apart
+/// [`Router::websocket`](crate::WebSocketRouter::websocket). `Args` only tells the function's arity apart
 /// and is inferred. In plain axum, use the route the attribute generates:
 /// `axum::Router::new().route(handler::PATH, handler::route())`.
 #[diagnostic::on_unimplemented(

@@ -11,7 +11,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::close::CloseCode;
-use crate::params::Params;
+use crate::connection::ConnectionId;
+pub use crate::params::Params;
 
 /// Options for [`WebSocket::accept_with`](crate::WebSocket::accept_with): a subprotocol and extra response headers.
 ///
@@ -68,6 +69,8 @@ pub(crate) enum Decision {
 /// What the handshake request said, kept for the handler.
 #[derive(Debug)]
 pub(crate) struct RequestHead {
+    /// The connection's id, drawn with the request so that the handler has it before `accept`.
+    pub(crate) id: ConnectionId,
     pub(crate) uri: Uri,
     headers: Headers,
     pub(crate) path_params: Params,
@@ -99,6 +102,7 @@ impl RequestHead {
         let uri = owned_uri(original_uri(parts));
         let query_params = uri.query().map(Params::from_query).unwrap_or_default();
         Self {
+            id: ConnectionId::next(),
             uri,
             headers: Headers::Parsed(mem::take(&mut parts.headers)),
             path_params,

@@ -1,4 +1,4 @@
-//! Registering handlers: [`Router`] groups them under a prefix, [`Tachyon`] is the application.
+//! Registering handlers: [`WebSocketRouter`] groups them under a prefix, [`Tachyon`] is the application.
 //!
 //! Both turn into a plain `axum::Router`, so axum's HTTP routes, state and tower layers work
 //! beside the WebSocket routes.
@@ -13,15 +13,12 @@ use tokio::net::{TcpListener, ToSocketAddrs};
 
 use crate::handler::WebSocketHandler;
 use crate::settings::Settings;
-use crate::shutdown::{DEFAULT_SHUTDOWN_TIMEOUT, Shutdown};
-
-/// The default of [`Tachyon::handshake_timeout`]: 10 s.
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::shutdown::Shutdown;
 
 /// A group of WebSocket handlers under a common prefix, like FastAPI's `APIRouter`.
 ///
 /// ```
-/// use tachyon::{websocket, Router, Tachyon, WebSocket};
+/// use tachyon::{websocket, WebSocketRouter, Tachyon, WebSocket};
 ///
 /// #[websocket("/notifications")]
 /// async fn notifications(mut ws: WebSocket) -> tachyon::Result<()> {
@@ -29,19 +26,19 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 ///     ws.send_json(&serde_json::json!({"type": "connected"})).await
 /// }
 ///
-/// let api = Router::with_prefix("/api/v1").websocket(notifications);
+/// let api = WebSocketRouter::with_prefix("/api/v1").websocket(notifications);
 /// let app = Tachyon::new().include_router(api);
 /// assert_eq!(app.routes().collect::<Vec<_>>(), ["/api/v1/notifications"]);
 /// ```
 #[derive(Debug)]
 #[must_use]
-pub struct Router<S = ()> {
+pub struct WebSocketRouter<S = ()> {
     prefix: String,
     routes: Vec<(String, MethodRouter<S>)>,
     settings: Option<Settings>,
 }
 
-impl<S> Default for Router<S> {
+impl<S> Default for WebSocketRouter<S> {
     fn default() -> Self {
         Self {
             prefix: String::new(),
@@ -51,7 +48,7 @@ impl<S> Default for Router<S> {
     }
 }
 
-impl<S> Router<S>
+impl<S> WebSocketRouter<S>
 where
     S: Clone + Send + Sync + 'static,
 {
@@ -74,9 +71,9 @@ where
     /// over the app's; a handler's own attribute options override them in turn.
     ///
     /// ```
-    /// use tachyon::{Router, Settings};
+    /// use tachyon::{WebSocketRouter, Settings};
     ///
-    /// let uploads: Router = Router::with_prefix("/uploads")
+    /// let uploads: WebSocketRouter = WebSocketRouter::with_prefix("/uploads")
     ///     .settings(Settings::new().max_message_size(16 * 1024 * 1024));
     /// ```
     pub fn settings(mut self, settings: Settings) -> Self {
@@ -102,7 +99,7 @@ where
     /// # Panics
     /// If one of its paths is already registered on this router.
     #[track_caller]
-    pub fn include_router(mut self, router: Router<S>) -> Self {
+    pub fn include_router(mut self, router: WebSocketRouter<S>) -> Self {
         for (path, route) in router.into_routes() {
             self.add(path, route);
         }
@@ -167,7 +164,7 @@ where
 #[derive(Debug)]
 #[must_use]
 pub struct Tachyon<S = ()> {
-    websockets: Router<S>,
+    websockets: WebSocketRouter<S>,
     http: axum::Router<S>,
     state: S,
     settings: Settings,
@@ -177,6 +174,12 @@ pub struct Tachyon<S = ()> {
 }
 
 impl Tachyon<()> {
+    /// The default of [`handshake_timeout`](Self::handshake_timeout): 10 s.
+    pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// The default of [`shutdown_timeout`](Self::shutdown_timeout): 10 s.
+    pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
     /// An application without shared state.
     pub fn new() -> Self {
         Self::with_state(())
@@ -196,13 +199,13 @@ where
     /// An application whose handlers (and HTTP routes) can extract `State<S>`.
     pub fn with_state(state: S) -> Self {
         Self {
-            websockets: Router::new(),
+            websockets: WebSocketRouter::new(),
             http: axum::Router::new(),
             state,
             settings: Settings::new(),
             shutdown: Shutdown::new(),
-            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
-            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            shutdown_timeout: Tachyon::DEFAULT_SHUTDOWN_TIMEOUT,
+            handshake_timeout: Tachyon::DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
 
@@ -271,7 +274,7 @@ where
     /// # Panics
     /// If one of its paths is already registered.
     #[track_caller]
-    pub fn include_router(mut self, router: Router<S>) -> Self {
+    pub fn include_router(mut self, router: WebSocketRouter<S>) -> Self {
         self.websockets = self.websockets.include_router(router);
         self
     }

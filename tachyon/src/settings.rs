@@ -15,29 +15,12 @@ use axum::http::Request;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::origin::{OriginPattern, Origins};
-
-/// The default of [`Settings::read_buffer_size`]: 4 KiB.
-pub const DEFAULT_READ_BUFFER_SIZE: usize = 4 * 1024;
-/// The default of [`Settings::write_buffer_size`]: 8 KiB.
-pub const DEFAULT_WRITE_BUFFER_SIZE: usize = 8 * 1024;
-/// The default of [`Settings::max_message_size`]: 1 MiB (the Python `websockets` library's).
-pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1024 * 1024;
-/// The default of [`Settings::queue_messages`]: 1,024 messages.
-pub const DEFAULT_QUEUE_MESSAGES: usize = 1024;
-/// The default of [`Settings::queue_bytes`]: 1 MiB.
-pub const DEFAULT_QUEUE_BYTES: usize = 1024 * 1024;
-/// The default of [`Settings::close_timeout`]: 5 s.
-pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// The default of [`Settings::keepalive_interval`]: 20 s.
-pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
-/// The default of [`Settings::keepalive_timeout`]: 20 s.
-pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+pub use crate::origin::{OriginPattern, Origins};
 
 /// How WebSocket connections are run: buffers, limits, the outbound queue, keepalive and timeouts.
 ///
 /// Set it on the app ([`Tachyon::settings`](crate::Tachyon::settings)), on a router
-/// ([`Router::settings`](crate::Router::settings)) or on one handler through the attribute
+/// ([`Router::settings`](crate::WebSocketRouter::settings)) or on one handler through the attribute
 /// (`#[websocket("/upload", max_message_size = 16 * 1024 * 1024)]`, any method below as a key).
 /// The most specific level wins, setting by setting; what no level sets takes its default.
 ///
@@ -69,7 +52,7 @@ pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// | [`idle_timeout`](Self::idle_timeout) | off | time without a data message (then close 1001) |
 /// | [`allowed_origins`](Self::allowed_origins) | the request's host | pages that may connect (others: `403`) |
 /// | [`max_connections`](Self::max_connections) | unlimited | open connections (beyond: `503`) |
-/// | [`expose_errors`](Self::expose_errors) | off | a handler's error text in its 1011 close |
+/// | [`expose_errors`](Self::expose_errors) | off (the `500` before `accept`: on in debug builds) | a handler's error text in its 1011 close or `500` |
 /// | [`browser_readable_rejections`](Self::browser_readable_rejections) | off | `close` before `accept` as a close frame, not `403` |
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[must_use]
@@ -93,6 +76,23 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The default of [`Self::read_buffer_size`]: 4 KiB.
+    pub const DEFAULT_READ_BUFFER_SIZE: usize = 4 * 1024;
+    /// The default of [`Self::write_buffer_size`]: 8 KiB.
+    pub const DEFAULT_WRITE_BUFFER_SIZE: usize = 8 * 1024;
+    /// The default of [`Self::max_message_size`]: 1 MiB (the Python `websockets` library's).
+    pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1024 * 1024;
+    /// The default of [`Self::queue_messages`]: 1,024 messages.
+    pub const DEFAULT_QUEUE_MESSAGES: usize = 1024;
+    /// The default of [`Self::queue_bytes`]: 1 MiB.
+    pub const DEFAULT_QUEUE_BYTES: usize = 1024 * 1024;
+    /// The default of [`Self::close_timeout`]: 5 s.
+    pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+    /// The default of [`Self::keepalive_interval`]: 20 s.
+    pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+    /// The default of [`Self::keepalive_timeout`]: 20 s.
+    pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
     /// Settings that set nothing: every value comes from a wider level or the defaults.
     pub fn new() -> Self {
         Self::default()
@@ -215,10 +215,12 @@ impl Settings {
         self
     }
 
-    /// Sends a failed handler's error text to the client as the reason of its 1011 close (cut to
-    /// 123 bytes). Off by default: the client gets `internal error` and the text goes to the
-    /// log only, since an error's text (a database's, say) is not for strangers. For
-    /// development.
+    /// Sends a failed handler's error text to the client: as the reason of its 1011 close (cut
+    /// to 123 bytes) after `accept`, and as the body of the `500` when it fails before `accept`.
+    /// Off by default, since an error's text (a database's, say) is not for strangers: the
+    /// client gets `internal error` and the text goes to the log (through `tracing`). One
+    /// exception, for development: in debug builds the `500` before `accept` says why unless
+    /// this is set to `false`; release builds never do by default.
     pub fn expose_errors(mut self, expose: bool) -> Self {
         self.expose_errors = Some(expose);
         self
@@ -259,22 +261,34 @@ impl Settings {
 
     /// The values in force: these settings, and the defaults for what they leave unset.
     pub(crate) fn resolve(&self) -> Config {
-        let max_message_size = self.max_message_size.unwrap_or(DEFAULT_MAX_MESSAGE_SIZE);
+        let max_message_size = self
+            .max_message_size
+            .unwrap_or(Self::DEFAULT_MAX_MESSAGE_SIZE);
         Config {
-            read_buffer_size: self.read_buffer_size.unwrap_or(DEFAULT_READ_BUFFER_SIZE),
-            write_buffer_size: self.write_buffer_size.unwrap_or(DEFAULT_WRITE_BUFFER_SIZE),
+            read_buffer_size: self
+                .read_buffer_size
+                .unwrap_or(Self::DEFAULT_READ_BUFFER_SIZE),
+            write_buffer_size: self
+                .write_buffer_size
+                .unwrap_or(Self::DEFAULT_WRITE_BUFFER_SIZE),
             max_write_buffer_size: self.max_write_buffer_size.unwrap_or(usize::MAX),
             max_message_size,
             max_frame_size: self.max_frame_size.unwrap_or(max_message_size),
-            queue_messages: self.queue_messages.unwrap_or(DEFAULT_QUEUE_MESSAGES).max(1),
-            queue_bytes: self.queue_bytes.unwrap_or(DEFAULT_QUEUE_BYTES),
-            close_timeout: self.close_timeout.unwrap_or(DEFAULT_CLOSE_TIMEOUT),
+            queue_messages: self
+                .queue_messages
+                .unwrap_or(Self::DEFAULT_QUEUE_MESSAGES)
+                .max(1),
+            queue_bytes: self.queue_bytes.unwrap_or(Self::DEFAULT_QUEUE_BYTES),
+            close_timeout: self.close_timeout.unwrap_or(Self::DEFAULT_CLOSE_TIMEOUT),
             keepalive_interval: self
                 .keepalive_interval
-                .unwrap_or(Some(DEFAULT_KEEPALIVE_INTERVAL)),
-            keepalive_timeout: self.keepalive_timeout.unwrap_or(DEFAULT_KEEPALIVE_TIMEOUT),
+                .unwrap_or(Some(Self::DEFAULT_KEEPALIVE_INTERVAL)),
+            keepalive_timeout: self
+                .keepalive_timeout
+                .unwrap_or(Self::DEFAULT_KEEPALIVE_TIMEOUT),
             idle_timeout: self.idle_timeout.unwrap_or(None),
             expose_errors: self.expose_errors.unwrap_or(false),
+            explain_failures: self.expose_errors.unwrap_or(cfg!(debug_assertions)),
             readable_rejections: self.readable_rejections.unwrap_or(false),
         }
     }
@@ -379,6 +393,9 @@ pub(crate) struct Config {
     pub(crate) keepalive_timeout: Duration,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) expose_errors: bool,
+    /// A handler that fails before `accept` gets a `500` saying why: in debug builds, unless
+    /// `expose_errors(false)`, and wherever `expose_errors(true)`.
+    pub(crate) explain_failures: bool,
     pub(crate) readable_rejections: bool,
 }
 
@@ -437,7 +454,7 @@ mod tests {
         assert_eq!(config.max_message_size, 20);
         assert_eq!(config.keepalive_interval, None);
         assert_eq!(config.max_frame_size, 20, "frames follow the message limit");
-        assert_eq!(config.queue_messages, DEFAULT_QUEUE_MESSAGES);
+        assert_eq!(config.queue_messages, Settings::DEFAULT_QUEUE_MESSAGES);
     }
 
     #[test]

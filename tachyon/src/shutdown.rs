@@ -17,9 +17,6 @@ use crate::close::CloseCode;
 use crate::connection::{ConnectionId, Shared};
 use crate::error::{DisconnectKind, WebSocketDisconnect};
 
-/// The default deadline of a graceful shutdown: 10 s.
-pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The close reason sent to every connection on shutdown.
 const REASON: &str = "server shutting down";
 

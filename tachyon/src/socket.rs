@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
 use crate::close::CloseCode;
-use crate::connection::SendFuture;
+use crate::connection::{ConnectionId, SendFuture};
 use crate::error::{DisconnectKind, Error, MessageKind, Result, WebSocketDisconnect};
 use crate::handshake::{Accept, Decision, RequestHead, rejected_by_close};
 use crate::message::Message;
@@ -209,6 +209,12 @@ impl WebSocket {
 
     // --- Request information -------------------------------------------------------------------
 
+    /// The connection's id, from the handshake on: the same as its [`Sender`]'s and the one the
+    /// [`Rooms`](crate::Rooms) know it by (`rooms.to(&room).except(ws.id())`).
+    pub fn id(&self) -> ConnectionId {
+        self.request.id
+    }
+
     /// The headers of the handshake request.
     pub fn headers(&self) -> &HeaderMap {
         self.request.headers()
@@ -361,34 +367,24 @@ impl WebSocket {
 
     // --- Closing -------------------------------------------------------------------------------
 
-    /// Closes with `code` and no reason, after the messages already queued. Before `accept`, this
-    /// rejects the handshake with `403 Forbidden` instead (what Starlette-based servers do), or,
-    /// with [`Settings::browser_readable_rejections`](crate::Settings::browser_readable_rejections),
+    /// Closes with `code` and `reason` (`""` for none; cut to the
+    /// [`CloseCode::MAX_REASON_BYTES`] a close frame can carry), after the messages already
+    /// queued: `ws.close(CloseCode::NORMAL, "bye")`, `ws.close(4001, "")`. Before `accept`,
+    /// this rejects the handshake with `403 Forbidden` instead (what Starlette-based servers
+    /// do), or, with
+    /// [`Settings::browser_readable_rejections`](crate::Settings::browser_readable_rejections),
     /// accepts and closes with `code` so that a browser's `onclose` sees it.
     ///
     /// It returns once the close frame is queued; the connection then completes the close
     /// handshake on its own, within [`Settings::close_timeout`](crate::Settings::close_timeout).
     ///
-    /// `code` is a [`CloseCode`] or a `u16` (`ws.close(4001)`); a code that may not be sent is
-    /// an error and nothing is sent.
+    /// `code` is a [`CloseCode`] or a `u16`; a code that may not be sent is an error and
+    /// nothing is sent.
     ///
     /// # Errors
     /// [`Error::InvalidCloseCode`]; [`Error::Disconnected`] if the client is already gone;
     /// [`Error::Closed`] or [`Error::Rejected`] if this handler already ended the connection.
-    pub async fn close<C>(&mut self, code: C) -> Result<()>
-    where
-        C: TryInto<CloseCode>,
-        Error: From<C::Error>,
-    {
-        self.close_with(code, "").await
-    }
-
-    /// Closes with `code` and a `reason` (cut to the 123 bytes a close frame can carry).
-    /// Before `accept`, this rejects the handshake with `403 Forbidden`.
-    ///
-    /// # Errors
-    /// As [`close`](Self::close).
-    pub async fn close_with<C>(&mut self, code: C, reason: &str) -> Result<()>
+    pub async fn close<C>(&mut self, code: C, reason: &str) -> Result<()>
     where
         C: TryInto<CloseCode>,
         Error: From<C::Error>,

@@ -48,7 +48,8 @@ pub struct ConnectionId {
 }
 
 impl ConnectionId {
-    fn next() -> Self {
+    /// A new id, never given before in this process.
+    pub(crate) fn next() -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         Self {
             process: this_process(),
@@ -194,9 +195,9 @@ thread_local! {
 }
 
 impl Shared {
-    pub(crate) fn new(config: &Config) -> Arc<Self> {
+    pub(crate) fn new(config: &Config, id: ConnectionId) -> Arc<Self> {
         Arc::new(Self {
-            id: ConnectionId::next(),
+            id,
             queue_messages: config.queue_messages,
             queue_bytes: config.queue_bytes,
             state: Mutex::new(State {

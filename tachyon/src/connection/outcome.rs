@@ -25,19 +25,32 @@ impl Outcome {
     }
 
     /// The answer to a handshake the handler never decided: `403` if it returned, `500` if it
-    /// failed or panicked (the error is logged, not sent).
-    pub(crate) fn before_accept(self, uri: &Uri) -> Response {
+    /// failed or panicked. The error is logged; the `500`'s body says what it was only if
+    /// `explain` (a debug build, or `expose_errors`).
+    pub(crate) fn before_accept(self, uri: &Uri, explain: bool) -> Response {
         self.log(uri, None);
-        match self {
-            Self::Completed => (
-                StatusCode::FORBIDDEN,
-                "WebSocket connection rejected: the handler returned without accepting it",
-            )
-                .into_response(),
-            Self::Failed(_) | Self::Panicked(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        let failed = "the WebSocket handler failed before accepting the connection";
+        let body = match &self {
+            Self::Completed => {
+                return (
+                    StatusCode::FORBIDDEN,
+                    "WebSocket connection rejected: the handler returned without accepting it",
+                )
+                    .into_response();
             }
-        }
+            Self::Failed(failure) if explain => format!(
+                "{failed}: {failure}\n(this text is sent in debug builds and with \
+                 `Settings::expose_errors(true)`; it is also logged through `tracing`)"
+            ),
+            Self::Panicked(message) if explain => format!(
+                "{failed}: it panicked: {message}\n(this text is sent in debug builds and with \
+                 `Settings::expose_errors(true)`; it is also logged through `tracing`)"
+            ),
+            Self::Failed(_) | Self::Panicked(_) => {
+                format!("{failed}; the server's log says why")
+            }
+        };
+        (StatusCode::INTERNAL_SERVER_ERROR, body).into_response()
     }
 
     /// Logs a failure: as an error, unless the connection ending is what ended the handler.

@@ -114,8 +114,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// A connection joined or left `room` here: bring the cluster's view of it in line.
     fn membership_changed(&self, room: &Arc<str>, id: ConnectionId);
 
-    /// The members of `room` on every server.
-    fn members(&self, room: &str) -> Answer<Vec<ConnectionId>>;
+    /// The members of `room` on every server, each with its data as it was encoded.
+    fn members(&self, room: &str) -> Answer<Vec<(ConnectionId, Vec<u8>)>>;
 
     /// How many members `room` has on every server.
     fn member_count(&self, room: &str) -> Answer<usize>;
@@ -125,4 +125,32 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// Whether the backend is linked right now.
     fn state(&self) -> ClusterState;
+}
+
+/// A member as the other servers see it: its id, and its data encoded.
+#[cfg(feature = "redis")]
+pub(crate) type EncodedMember = (ConnectionId, Vec<u8>);
+
+/// What a backend may see and do of this server's rooms: a narrow handle, so that a backend
+/// never reads the rooms' internals. The rooms hand it out as a weak reference.
+#[cfg(feature = "redis")]
+pub(crate) trait Local: Send + Sync + 'static {
+    /// Whether `room` has members here, and the data of `id` in it (encoded for the other
+    /// servers) if it is one of them.
+    fn member(&self, room: &str, id: ConnectionId) -> (bool, Option<Vec<u8>>);
+
+    /// Every room with members here, each with its members' ids and encoded data.
+    fn snapshot(&self) -> Vec<(Arc<str>, Vec<EncodedMember>)>;
+
+    /// Offers a broadcast from another server to this server's members of `room`, but `except`.
+    fn deliver(
+        &self,
+        room: &str,
+        except: Option<ConnectionId>,
+        policy: SlowMember,
+        message: &Message,
+    );
+
+    /// Offers a message from another server to connection `id`, if it is in a room here.
+    fn deliver_to(&self, id: ConnectionId, policy: SlowMember, message: &Message);
 }

@@ -29,6 +29,8 @@ use crate::socket::WebSocket;
 use registry::Registry;
 
 use cluster::Backend;
+#[cfg(feature = "redis")]
+use cluster::Local;
 pub use cluster::{ClusterError, ClusterState, Remote};
 #[cfg(feature = "redis")]
 pub use redis::RedisConfig;
@@ -48,21 +50,40 @@ pub enum SlowMember {
 
 /// What a broadcast did, member by member. Nothing is lost silently: a member that did not get
 /// the message is counted as dropped or closed.
+///
+/// A broadcast never waits, so most callers can ignore it; read it where a lost message matters
+/// (`if !delivery.is_complete() { ... }`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[must_use = "a broadcast's delivery says who did not get the message"]
 pub struct Delivery {
-    /// Members whose queue took the message.
-    pub reached: usize,
-    /// Members whose queue was full and who were skipped ([`SlowMember::Drop`]).
-    pub dropped: usize,
-    /// Members closed because their queue was full ([`SlowMember::Close`]), or found closing.
-    pub closed: usize,
-    /// What happened beyond this server: [`Remote::InProcess`] unless the rooms have a
-    /// backend. The counts above are this server's members only.
-    pub remote: Remote,
+    reached: usize,
+    dropped: usize,
+    closed: usize,
+    remote: Remote,
 }
 
 impl Delivery {
+    /// Members on this server whose queue took the message.
+    pub fn reached(&self) -> usize {
+        self.reached
+    }
+
+    /// Members on this server whose queue was full and who were skipped ([`SlowMember::Drop`]).
+    pub fn dropped(&self) -> usize {
+        self.dropped
+    }
+
+    /// Members on this server closed because their queue was full ([`SlowMember::Close`]), or
+    /// found closing.
+    pub fn closed(&self) -> usize {
+        self.closed
+    }
+
+    /// What happened beyond this server: [`Remote::InProcess`] unless the rooms have a
+    /// backend. The other counts are this server's members only.
+    pub fn remote(&self) -> Remote {
+        self.remote
+    }
+
     /// Whether every member on this server got the message, and the other servers were
     /// handed it (if there are others).
     pub fn is_complete(&self) -> bool {
@@ -76,8 +97,82 @@ impl Delivery {
     }
 }
 
-/// A presence hook: called with the rooms, the room's name and the connection.
-type Hook = Arc<dyn Fn(&Rooms, &str, ConnectionId) + Send + Sync>;
+/// A member of a room: its connection, and the data it joined with (`()` unless the rooms were
+/// built with [`Rooms::with_member_data`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member<M = ()> {
+    id: ConnectionId,
+    data: M,
+}
+
+impl<M> Member<M> {
+    /// The member's connection.
+    pub fn id(&self) -> ConnectionId {
+        self.id
+    }
+
+    /// The data it joined with: its name, its user id, whatever the app gave
+    /// [`Rooms::join`].
+    pub fn data(&self) -> &M {
+        &self.data
+    }
+
+    /// The data, by value.
+    pub fn into_data(self) -> M {
+        self.data
+    }
+}
+
+/// What [`Rooms::join`] takes: a connection (`&ws` or `&sender`) for rooms without member data,
+/// or a connection and its data (`(&ws, data)`) for rooms built with
+/// [`Rooms::with_member_data`]. Sealed.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot join rooms whose members carry `{M}`",
+    label = "give the member's data with the connection: `(&ws, data)`",
+    note = "rooms built with `Rooms::with_member_data::<{M}>()` take `rooms.join(room, (&ws, data))`; rooms without member data (`Rooms::new()`) take `rooms.join(room, &ws)`; a `Sender` works in place of `&ws`"
+)]
+pub trait IntoMember<M>: sealed::Sealed {
+    #[doc(hidden)]
+    fn into_member(self) -> Result<(Sender, M)>;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for &crate::socket::WebSocket {}
+    impl Sealed for &crate::sender::Sender {}
+    impl<M> Sealed for (&crate::socket::WebSocket, M) {}
+    impl<M> Sealed for (&crate::sender::Sender, M) {}
+}
+
+impl IntoMember<()> for &WebSocket {
+    fn into_member(self) -> Result<(Sender, ())> {
+        Ok((self.sender()?, ()))
+    }
+}
+
+impl IntoMember<()> for &Sender {
+    fn into_member(self) -> Result<(Sender, ())> {
+        Ok((self.clone(), ()))
+    }
+}
+
+impl<M> IntoMember<M> for (&WebSocket, M) {
+    fn into_member(self) -> Result<(Sender, M)> {
+        Ok((self.0.sender()?, self.1))
+    }
+}
+
+impl<M> IntoMember<M> for (&Sender, M) {
+    fn into_member(self) -> Result<(Sender, M)> {
+        Ok((self.0.clone(), self.1))
+    }
+}
+
+/// Reads a member's data, as another server encoded it, back.
+type Decode<M> = fn(&[u8]) -> Option<M>;
+
+/// A presence hook: called with the rooms, the room's name and the member.
+type Hook<M> = Arc<dyn Fn(&Rooms<M>, &str, &Member<M>) + Send + Sync>;
 
 /// Named groups of connections ("rooms") and broadcast to them; cheap to clone, usable as axum
 /// state.
@@ -92,7 +187,7 @@ type Hook = Arc<dyn Fn(&Rooms, &str, ConnectionId) + Send + Sync>;
 ///     rooms.join(&room, &ws)?; // leaves by itself when the connection ends
 ///     loop {
 ///         let text = ws.receive_text().await?;
-///         let _ = rooms.broadcast(&room, format!("[{room}] {text}"));
+///         rooms.to(&room).send(format!("[{room}] {text}"));
 ///     }
 /// }
 ///
@@ -101,19 +196,32 @@ type Hook = Arc<dyn Fn(&Rooms, &str, ConnectionId) + Send + Sync>;
 /// # }
 /// ```
 ///
+/// Members can carry data of the app's (a name, a user id): build the rooms with
+/// [`with_member_data`](Self::with_member_data), join with `(&ws, data)`, and the presence
+/// hooks and [`members`](Self::members) see it. `M` is `()` otherwise.
+///
 /// With state of your own, keep a `Rooms` in it and implement `FromRef` (or derive it with
 /// axum's `macros` feature) so handlers can take `State<Rooms>`.
-#[derive(Clone)]
-pub struct Rooms {
-    inner: Arc<Inner>,
+pub struct Rooms<M = ()> {
+    inner: Arc<Inner<M>>,
 }
 
-struct Inner {
-    registry: RwLock<Registry>,
+impl<M> Clone for Rooms<M> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+struct Inner<M> {
+    registry: RwLock<Registry<M>>,
     policy: SlowMember,
-    on_join: Option<Hook>,
-    on_leave: Option<Hook>,
+    on_join: Option<Hook<M>>,
+    on_leave: Option<Hook<M>>,
     backend: Option<Box<dyn Backend>>,
+    /// Reads the data of another server's member back (set with a backend).
+    decode: Option<Decode<M>>,
 }
 
 impl Default for Rooms {
@@ -123,28 +231,47 @@ impl Default for Rooms {
 }
 
 impl Rooms {
-    /// Rooms with the default policy ([`SlowMember::Close`]) and no presence hooks.
+    /// Rooms with the default policy ([`SlowMember::Close`]), no presence hooks and no member
+    /// data.
     pub fn new() -> Self {
         Self::builder().build()
     }
 
     /// Rooms with a policy or presence hooks.
     pub fn builder() -> RoomsBuilder {
-        RoomsBuilder {
-            policy: SlowMember::default(),
-            on_join: None,
-            on_leave: None,
-        }
+        RoomsBuilder::new()
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, Registry> {
-        self.inner
-            .registry
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
+    /// Rooms whose members carry a `M` of the app's, given on [`join`](Rooms::join) and read
+    /// by the presence hooks and member listings:
+    ///
+    /// ```
+    /// use tachyon::Rooms;
+    ///
+    /// #[derive(Clone, serde::Serialize, serde::Deserialize)]
+    /// struct User { name: String }
+    ///
+    /// let rooms: Rooms<User> = Rooms::with_member_data::<User>()
+    ///     .on_join(|rooms, room, member| {
+    ///         rooms.to(room).send(format!("{} joined", member.data().name));
+    ///     })
+    ///     .build();
+    /// ```
+    ///
+    /// A member joined to several rooms may carry different data in each. Across servers (the
+    /// `redis` feature), `M` must be `Serialize + DeserializeOwned`: it is written as JSON with
+    /// the membership, in the same command, so a join costs no extra round trip.
+    pub fn with_member_data<M: Clone + Send + Sync + 'static>() -> RoomsBuilder<M> {
+        RoomsBuilder::new()
+    }
+}
+
+impl<M: Clone + Send + Sync + 'static> Rooms<M> {
+    fn read(&self) -> RwLockReadGuard<'_, Registry<M>> {
+        self.inner.read()
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Registry> {
+    fn write(&self) -> RwLockWriteGuard<'_, Registry<M>> {
         self.inner
             .registry
             .write()
@@ -153,19 +280,17 @@ impl Rooms {
 
     // --- Membership ----------------------------------------------------------------------------
 
-    /// Puts the connection of `ws` in `room` (created if need be). It leaves every room when the
-    /// connection ends. Joining a room twice is joining it once.
+    /// Puts a connection in `room` (created if need be): `&ws` (or a [`Sender`]), or
+    /// `(&ws, data)` for rooms [with member data](Self::with_member_data). It leaves every room
+    /// when the connection ends. Joining a room twice is joining it once (the data given last
+    /// is kept; the join hook runs once).
     ///
     /// # Errors
     /// The state errors of [`WebSocket::sender`] (before `accept`, after a close).
-    pub fn join(&self, room: &str, ws: &WebSocket) -> Result<()> {
-        self.join_sender(room, &ws.sender()?);
-        Ok(())
-    }
-
-    /// Puts the connection behind `sender` in `room`; see [`join`](Self::join).
-    pub fn join_sender(&self, room: &str, sender: &Sender) {
-        let joined = self.write().join(room, sender);
+    pub fn join(&self, room: &str, member: impl IntoMember<M>) -> Result<()> {
+        let (sender, data) = member.into_member()?;
+        let hook_data = self.inner.on_join.as_ref().map(|_| data.clone());
+        let joined = self.write().join(room, &sender, data);
         if joined.new_in_room {
             if let Some(backend) = &self.inner.backend {
                 backend.membership_changed(&joined.room, sender.id());
@@ -178,49 +303,65 @@ impl Rooms {
                 .shared()
                 .on_end(Box::new(move |id| leave_all_of(&rooms, id)));
         }
-        if joined.new_in_room {
-            if let Some(hook) = &self.inner.on_join {
-                hook(self, room, sender.id());
-            }
+        if let (true, Some(hook), Some(data)) = (joined.new_in_room, &self.inner.on_join, hook_data)
+        {
+            hook(
+                self,
+                room,
+                &Member {
+                    id: sender.id(),
+                    data,
+                },
+            );
         }
+        Ok(())
     }
 
     /// Takes a connection out of `room`. Returns whether it was in it.
     pub fn leave(&self, room: &str, id: ConnectionId) -> bool {
-        let left = self.write().leave(room, id);
-        if left {
-            if let Some(backend) = &self.inner.backend {
-                backend.membership_changed(&Arc::from(room), id);
-            }
-            if let Some(hook) = &self.inner.on_leave {
-                hook(self, room, id);
-            }
+        let Some(data) = self.write().leave(room, id) else {
+            return false;
+        };
+        if let Some(backend) = &self.inner.backend {
+            backend.membership_changed(&Arc::from(room), id);
         }
-        left
+        if let Some(hook) = &self.inner.on_leave {
+            hook(self, room, &Member { id, data });
+        }
+        true
     }
 
     /// Takes a connection out of every room; returns the rooms it left.
     pub fn leave_all(&self, id: ConnectionId) -> Vec<String> {
         let left = self.write().forget(id);
         if let Some(backend) = &self.inner.backend {
-            for room in &left {
+            for (room, _) in &left {
                 backend.membership_changed(room, id);
             }
         }
+        let names = left.iter().map(|(room, _)| room.to_string()).collect();
         if let Some(hook) = &self.inner.on_leave {
-            for room in &left {
-                hook(self, room, id);
+            for (room, data) in left {
+                hook(self, &room, &Member { id, data });
             }
         }
-        left.iter().map(|room| room.to_string()).collect()
+        names
     }
 
-    /// The connections in `room` on this server ([`cluster_members`](Self::cluster_members)
-    /// asks every server).
-    pub fn members(&self, room: &str) -> Vec<ConnectionId> {
+    /// The members of `room` on this server, with their data
+    /// ([`cluster_members`](Self::cluster_members) asks every server).
+    pub fn members(&self, room: &str) -> Vec<Member<M>> {
         self.read()
             .room(room)
-            .map(|members| members.keys().copied().collect())
+            .map(|members| {
+                members
+                    .iter()
+                    .map(|(id, seat)| Member {
+                        id: *id,
+                        data: seat.data.clone(),
+                    })
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -230,20 +371,38 @@ impl Rooms {
         self.read().room(room).map_or(0, |members| members.len())
     }
 
-    /// The connections in `room` on every server linked to the backend; without a backend,
-    /// the same as [`members`](Self::members). This server's own joins and leaves made before
-    /// the call are in the answer; the members of a server that stopped without leaving
+    /// The members of `room` on every server linked to the backend, with their data; without a
+    /// backend, the same as [`members`](Self::members). This server's own joins and leaves made
+    /// before the call are in the answer; the members of a server that stopped without leaving
     /// disappear once its heartbeat expires (`RedisConfig::expiry`, with the `redis` feature).
+    /// A member whose data this version cannot read (written by a server whose `M` differs)
+    /// is left out, and the log says so.
     ///
     /// # Errors
     /// [`ClusterError::Unavailable`] while the backend is reconnecting, or after
     /// [`leave_cluster`](Self::leave_cluster); [`ClusterError::Command`] if it failed to answer
     /// in time.
-    pub async fn cluster_members(&self, room: &str) -> Result<Vec<ConnectionId>, ClusterError> {
-        match &self.inner.backend {
-            Some(backend) => backend.members(room).await,
-            None => Ok(self.members(room)),
+    pub async fn cluster_members(&self, room: &str) -> Result<Vec<Member<M>>, ClusterError> {
+        let (Some(backend), Some(decode)) = (&self.inner.backend, self.inner.decode) else {
+            return Ok(self.members(room));
+        };
+        let listed = backend.members(room).await?;
+        let mut members = Vec::with_capacity(listed.len());
+        let mut unreadable = 0usize;
+        for (id, data) in listed {
+            match decode(&data) {
+                Some(data) => members.push(Member { id, data }),
+                None => unreadable += 1,
+            }
         }
+        if unreadable > 0 {
+            tracing::warn!(
+                room,
+                unreadable,
+                "left out members whose data this server cannot read (another server's member data type differs)"
+            );
+        }
+        Ok(members)
     }
 
     /// How many connections are in `room` on every server; see
@@ -314,8 +473,12 @@ impl Rooms {
 
     // --- Broadcast -----------------------------------------------------------------------------
 
-    /// A broadcast to `room`, to refine before sending it: `rooms.to("lobby").except(id).send(..)`.
-    pub fn to<'a>(&'a self, room: &'a str) -> Broadcast<'a> {
+    /// A broadcast to `room`: `rooms.to("lobby").send(text)`, refined with
+    /// [`except`](Broadcast::except) and [`policy`](Broadcast::policy) before sending. A `String`
+    /// or `&str` is sent as text, `Bytes` or `Vec<u8>` as binary,
+    /// [`send_json`](Broadcast::send_json) serializes once. Never waits on a member; the
+    /// [`Delivery`] it returns says who got it, and needs no reading.
+    pub fn to<'a>(&'a self, room: &'a str) -> Broadcast<'a, M> {
         Broadcast {
             rooms: self,
             room,
@@ -324,37 +487,16 @@ impl Rooms {
         }
     }
 
-    /// Sends `message` (a `String` or `&str` is text; `Bytes` or `Vec<u8>` is binary) to every
-    /// member of `room`.
-    pub fn broadcast(&self, room: &str, message: impl Into<Message>) -> Delivery {
-        self.to(room).send(message)
-    }
-
-    /// Serializes `value` to JSON once and sends it to every member of `room`.
-    ///
-    /// # Errors
-    /// [`Error::Serialize`]: nothing was sent.
-    pub fn broadcast_json<T: Serialize + ?Sized>(&self, room: &str, value: &T) -> Result<Delivery> {
-        self.to(room).send_json(value)
-    }
-
-    /// Sends `message` to every member of `room` but `except` (typically the sender).
-    pub fn broadcast_except(
-        &self,
-        room: &str,
-        except: ConnectionId,
-        message: impl Into<Message>,
-    ) -> Delivery {
-        self.to(room).except(except).send(message)
-    }
-
     /// Sends `message` to one connection, if it is in a room, under the rooms' policy. With a
     /// backend, a connection held by another server is reached through it (the delivery then
     /// says [`Remote::Sent`], and counts nothing here).
     pub fn send_to(&self, id: ConnectionId, message: impl Into<Message>) -> Delivery {
         let message = message.into();
         let policy = self.inner.policy;
-        match (self.deliver_to(id, policy, &message), &self.inner.backend) {
+        match (
+            self.inner.deliver_to(id, policy, &message),
+            &self.inner.backend,
+        ) {
             (Some(delivery), _) => delivery,
             (None, Some(backend)) => Delivery {
                 remote: backend.send_to(id, policy, &message),
@@ -362,6 +504,51 @@ impl Rooms {
             },
             (None, None) => Delivery::default(),
         }
+    }
+
+    /// Closes every member of `room` on this server with `code` and `reason`, after what is
+    /// queued for it; returns how many.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCloseCode`]: nothing was closed.
+    pub fn close_room<C>(&self, room: &str, code: C, reason: &str) -> Result<usize>
+    where
+        C: TryInto<CloseCode>,
+        Error: From<C::Error>,
+    {
+        let code = code.try_into()?;
+        let members: Vec<Sender> = self
+            .read()
+            .room(room)
+            .map(|members| members.values().map(|seat| seat.sender.clone()).collect())
+            .unwrap_or_default();
+        Ok(close_each(&members, code, reason))
+    }
+
+    /// Closes every member of every room on this server with `code` and `reason`; returns how
+    /// many.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCloseCode`]: nothing was closed.
+    pub fn close_all<C>(&self, code: C, reason: &str) -> Result<usize>
+    where
+        C: TryInto<CloseCode>,
+        Error: From<C::Error>,
+    {
+        let code = code.try_into()?;
+        let mut members: Vec<Sender> = Vec::new();
+        for (_, room) in self.read().rooms() {
+            members.extend(room.values().map(|seat| seat.sender.clone()));
+        }
+        members.sort_by_key(Sender::id);
+        members.dedup_by_key(|sender| sender.id());
+        Ok(close_each(&members, code, reason))
+    }
+}
+
+impl<M> Inner<M> {
+    fn read(&self) -> RwLockReadGuard<'_, Registry<M>> {
+        self.registry.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Offers `message` to a member of this server's rooms; `None` if it is not one.
@@ -394,54 +581,66 @@ impl Rooms {
             let Some(members) = registry.room(room) else {
                 return delivery;
             };
-            for (id, sender) in members {
+            for (id, seat) in members {
                 if Some(*id) != except {
-                    offer(sender, message, policy, &mut delivery, &mut slow);
+                    offer(&seat.sender, message, policy, &mut delivery, &mut slow);
                 }
             }
         }
         close_slow(slow);
         delivery
     }
+}
 
-    /// Closes every member of `room` on this server with `code` and `reason`, after what is
-    /// queued for it; returns how many.
-    ///
-    /// # Errors
-    /// [`Error::InvalidCloseCode`]: nothing was closed.
-    pub fn close_room<C>(&self, room: &str, code: C, reason: &str) -> Result<usize>
-    where
-        C: TryInto<CloseCode>,
-        Error: From<C::Error>,
-    {
-        let code = code.try_into()?;
-        let members: Vec<Sender> = self
-            .read()
-            .room(room)
-            .map(|members| members.values().cloned().collect())
-            .unwrap_or_default();
-        Ok(close_each(&members, code, reason))
+/// The rooms as a backend sees them: member data is encoded as JSON for the other servers.
+#[cfg(feature = "redis")]
+impl<M> Local for Inner<M>
+where
+    M: Serialize + Clone + Send + Sync + 'static,
+{
+    fn member(&self, room: &str, id: ConnectionId) -> (bool, Option<Vec<u8>>) {
+        let registry = self.read();
+        let Some(members) = registry.room(room) else {
+            return (false, None);
+        };
+        (true, members.get(&id).map(|seat| encode_data(&seat.data)))
     }
 
-    /// Closes every member of every room on this server with `code` and `reason`; returns how
-    /// many.
-    ///
-    /// # Errors
-    /// [`Error::InvalidCloseCode`]: nothing was closed.
-    pub fn close_all<C>(&self, code: C, reason: &str) -> Result<usize>
-    where
-        C: TryInto<CloseCode>,
-        Error: From<C::Error>,
-    {
-        let code = code.try_into()?;
-        let mut members: Vec<Sender> = Vec::new();
-        for (_, room) in self.read().rooms() {
-            members.extend(room.values().cloned());
-        }
-        members.sort_by_key(Sender::id);
-        members.dedup_by_key(|sender| sender.id());
-        Ok(close_each(&members, code, reason))
+    fn snapshot(&self) -> Vec<(Arc<str>, Vec<cluster::EncodedMember>)> {
+        self.read()
+            .rooms()
+            .map(|(room, members)| {
+                let members = members
+                    .iter()
+                    .map(|(id, seat)| (*id, encode_data(&seat.data)))
+                    .collect();
+                (Arc::clone(room), members)
+            })
+            .collect()
     }
+
+    fn deliver(
+        &self,
+        room: &str,
+        except: Option<ConnectionId>,
+        policy: SlowMember,
+        message: &Message,
+    ) {
+        Inner::deliver(self, room, except, policy, message);
+    }
+
+    fn deliver_to(&self, id: ConnectionId, policy: SlowMember, message: &Message) {
+        Inner::deliver_to(self, id, policy, message);
+    }
+}
+
+/// A member's data as the other servers read it back ([`Rooms::cluster_members`]).
+#[cfg(feature = "redis")]
+fn encode_data<M: Serialize>(data: &M) -> Vec<u8> {
+    serde_json::to_vec(data).unwrap_or_else(|error| {
+        tracing::warn!(%error, "member data could not be written as JSON; other servers see `null`");
+        b"null".to_vec()
+    })
 }
 
 fn close_each(members: &[Sender], code: CloseCode, reason: &str) -> usize {
@@ -453,9 +652,9 @@ fn close_each(members: &[Sender], code: CloseCode, reason: &str) -> usize {
 }
 
 /// The end hook of a member: its connection ended, so it leaves every room.
-fn leave_all_of(rooms: &Weak<Inner>, id: ConnectionId) {
+fn leave_all_of<M: Clone + Send + Sync + 'static>(rooms: &Weak<Inner<M>>, id: ConnectionId) {
     if let Some(inner) = rooms.upgrade() {
-        let _ = Rooms { inner }.leave_all(id);
+        Rooms { inner }.leave_all(id);
     }
 }
 
@@ -493,16 +692,15 @@ fn close_slow(slow: Vec<Sender>) {
 
 /// A broadcast to one room, from [`Rooms::to`]: choose who is left out and the slow-member
 /// policy, then send.
-#[derive(Debug)]
 #[must_use = "a broadcast does nothing until sent"]
-pub struct Broadcast<'a> {
-    rooms: &'a Rooms,
+pub struct Broadcast<'a, M = ()> {
+    rooms: &'a Rooms<M>,
     room: &'a str,
     except: Option<ConnectionId>,
     policy: SlowMember,
 }
 
-impl Broadcast<'_> {
+impl<M: Clone + Send + Sync + 'static> Broadcast<'_, M> {
     /// Leaves one connection out (typically the one that sent the message).
     pub fn except(mut self, id: ConnectionId) -> Self {
         self.except = Some(id);
@@ -515,12 +713,14 @@ impl Broadcast<'_> {
         self
     }
 
-    /// Sends `message` to every member; never waits. With a backend, the message is encoded
-    /// once for the other servers, and each of them hands it to its own members once.
+    /// Sends `message` (a `String` or `&str` is text; `Bytes` or `Vec<u8>` is binary) to every
+    /// member; never waits. With a backend, the message is encoded once for the other servers,
+    /// and each of them hands it to its own members once.
     pub fn send(self, message: impl Into<Message>) -> Delivery {
         let message = message.into();
         let mut delivery = self
             .rooms
+            .inner
             .deliver(self.room, self.except, self.policy, &message);
         delivery.remote = self.publish(&message);
         delivery
@@ -560,7 +760,7 @@ impl Broadcast<'_> {
                 members
                     .iter()
                     .filter(|(id, _)| Some(**id) != self.except)
-                    .map(|(_, sender)| sender.clone())
+                    .map(|(_, seat)| seat.sender.clone())
                     .collect()
             })
             .unwrap_or_default();
@@ -587,51 +787,67 @@ impl Broadcast<'_> {
     }
 }
 
-/// Builds [`Rooms`] with a slow-member policy and presence hooks.
+/// Builds [`Rooms`] with a slow-member policy and presence hooks; from [`Rooms::builder`], or
+/// [`Rooms::with_member_data`] for members that carry data.
 #[must_use]
-pub struct RoomsBuilder {
+pub struct RoomsBuilder<M = ()> {
     policy: SlowMember,
-    on_join: Option<Hook>,
-    on_leave: Option<Hook>,
+    on_join: Option<Hook<M>>,
+    on_leave: Option<Hook<M>>,
 }
 
-impl RoomsBuilder {
+impl<M: Clone + Send + Sync + 'static> RoomsBuilder<M> {
+    fn new() -> Self {
+        Self {
+            policy: SlowMember::default(),
+            on_join: None,
+            on_leave: None,
+        }
+    }
+
     /// What broadcasts do with a member whose queue is full; default [`SlowMember::Close`].
     pub fn slow_member(mut self, policy: SlowMember) -> Self {
         self.policy = policy;
         self
     }
 
-    /// Called after a connection joins a room, with the rooms, the room and the connection:
-    /// the place to announce "x joined". It runs in the task that joined; keep it quick (a
-    /// broadcast is fine, it never waits).
+    /// Called after a connection joins a room, with the rooms, the room and the new
+    /// [`Member`] (its id and data): the place to announce "x joined". It runs in the task
+    /// that joined; keep it quick (a broadcast is fine, it never waits).
     pub fn on_join(
         mut self,
-        hook: impl Fn(&Rooms, &str, ConnectionId) + Send + Sync + 'static,
+        hook: impl Fn(&Rooms<M>, &str, &Member<M>) + Send + Sync + 'static,
     ) -> Self {
         self.on_join = Some(Arc::new(hook));
         self
     }
 
     /// Called after a connection left a room, whether by [`Rooms::leave`] or because its
-    /// connection ended (close, loss, keepalive timeout, shutdown, a panic in its handler): the
-    /// connection is already out, so a broadcast from here does not reach it.
+    /// connection ended (close, loss, keepalive timeout, shutdown, a panic in its handler),
+    /// with the data it had joined with: the connection is already out, so a broadcast from
+    /// here does not reach it.
     pub fn on_leave(
         mut self,
-        hook: impl Fn(&Rooms, &str, ConnectionId) + Send + Sync + 'static,
+        hook: impl Fn(&Rooms<M>, &str, &Member<M>) + Send + Sync + 'static,
     ) -> Self {
         self.on_leave = Some(Arc::new(hook));
         self
     }
 
     /// The rooms, in this process.
-    pub fn build(self) -> Rooms {
-        self.build_with(|_| None)
+    pub fn build(self) -> Rooms<M> {
+        self.build_with(None, |_| None)
     }
 
     /// The rooms, with the backend `make` builds from a weak reference to them (the backend
-    /// hands what other servers broadcast to the rooms, and must not keep them alive).
-    fn build_with(self, make: impl FnOnce(Weak<Inner>) -> Option<Box<dyn Backend>>) -> Rooms {
+    /// hands what other servers broadcast to the rooms, and must not keep them alive), and
+    /// `decode` to read back the member data other servers wrote.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    fn build_with(
+        self,
+        decode: Option<Decode<M>>,
+        make: impl FnOnce(Weak<Inner<M>>) -> Option<Box<dyn Backend>>,
+    ) -> Rooms<M> {
         Rooms {
             inner: Arc::new_cyclic(|rooms| Inner {
                 registry: RwLock::new(Registry::default()),
@@ -639,23 +855,39 @@ impl RoomsBuilder {
                 on_join: self.on_join,
                 on_leave: self.on_leave,
                 backend: make(rooms.clone()),
+                decode,
             }),
         }
     }
 }
 
-impl fmt::Debug for Rooms {
+impl<M> fmt::Debug for Rooms<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let registry = self.read();
+        let rooms = self.inner.read().rooms().count();
+        let cluster = self
+            .inner
+            .backend
+            .as_ref()
+            .map_or(ClusterState::InProcess, |backend| backend.state());
         f.debug_struct("Rooms")
-            .field("rooms", &registry.rooms().count())
+            .field("rooms", &rooms)
             .field("policy", &self.inner.policy)
-            .field("cluster", &self.cluster_state())
+            .field("cluster", &cluster)
             .finish_non_exhaustive()
     }
 }
 
-impl fmt::Debug for RoomsBuilder {
+impl<M> fmt::Debug for Broadcast<'_, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Broadcast")
+            .field("room", &self.room)
+            .field("except", &self.except)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M> fmt::Debug for RoomsBuilder<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RoomsBuilder")
             .field("policy", &self.policy)

@@ -9,7 +9,7 @@
 //! the channel of each room that has members here, and to its process's channel (messages for
 //! one connection).
 //!
-//! Membership over the cluster: every node keeps, per room, a Redis set of its members, and a
+//! Membership over the cluster: every node keeps, per room, a Redis hash of its members (id to data), and a
 //! heartbeat in a sorted set of nodes (score: when it expires, by Redis's clock). A node that
 //! stops without leaving drops out of every count once its heartbeat expires, and its sets
 //! expire with it. Whatever goes missing (a set evicted, a heartbeat that came too late), the
@@ -36,8 +36,11 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use crate::connection::{ConnectionId, random_u64, this_process};
 use crate::message::Message;
 
-use super::cluster::{Answer, Backend, ClusterError, ClusterState, Remote};
-use super::{Inner, Rooms, RoomsBuilder, SlowMember};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::cluster::{Answer, Backend, ClusterError, ClusterState, Local, Remote};
+use super::{Rooms, RoomsBuilder, SlowMember};
 
 /// How [`Rooms`] reach Redis: give it to [`RoomsBuilder::redis`].
 ///
@@ -140,7 +143,10 @@ impl RedisConfig {
     }
 }
 
-impl RoomsBuilder {
+impl<M> RoomsBuilder<M>
+where
+    M: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+{
     /// The rooms, shared with every server linked to the same Redis (and prefix): a broadcast
     /// reaches the members of every server once, [`Rooms::send_to`] reaches a connection
     /// wherever it is, and [`Rooms::cluster_members`] counts them all. This server subscribes to
@@ -155,6 +161,9 @@ impl RoomsBuilder {
     /// clients can catch up from (a Redis stream, a database) and use the broadcast as the
     /// nudge.
     ///
+    /// Member data ([`Rooms::with_member_data`]) is written as JSON beside each member's id,
+    /// in the same command as the join.
+    ///
     /// Needs a Tokio runtime, and Redis 6 or later, standalone or a primary (not Redis
     /// Cluster). On a clean shutdown, call [`Rooms::leave_cluster`] so that this server's
     /// members leave the counts at once.
@@ -162,7 +171,7 @@ impl RoomsBuilder {
     /// # Errors
     /// [`ClusterError::InvalidUrl`], or [`ClusterError::Connect`] naming the URL when Redis
     /// cannot be reached within the timeout.
-    pub async fn redis(self, config: RedisConfig) -> Result<Rooms, ClusterError> {
+    pub async fn redis(self, config: RedisConfig) -> Result<Rooms<M>, ClusterError> {
         let url = redact(&config.url);
         let client = resp3_client(&config.url).map_err(|error| ClusterError::InvalidUrl {
             url: url.clone(),
@@ -190,7 +199,9 @@ impl RoomsBuilder {
             })?;
         state.set_up(true);
         let (commands, queued) = mpsc::channel(config.queue);
-        Ok(self.build_with(|rooms| {
+        let decode: fn(&[u8]) -> Option<M> = |data| serde_json::from_slice(data).ok();
+        Ok(self.build_with(Some(decode), |rooms| {
+            let rooms: Weak<dyn Local> = rooms;
             tokio::spawn(hand_out(received, rooms.clone(), Arc::clone(&keys)));
             let link = Link {
                 client,
@@ -517,11 +528,20 @@ impl Backend for RedisBackend {
         self.state.changed.notify_one();
     }
 
-    fn members(&self, room: &str) -> Answer<Vec<ConnectionId>> {
-        let ids = self.question::<Vec<String>>(room, "members");
+    fn members(&self, room: &str) -> Answer<Vec<(ConnectionId, Vec<u8>)>> {
+        let listed = self.question::<Vec<Vec<u8>>>(room, "members");
         Box::pin(async move {
-            // Every id was written by a node from `ConnectionId`'s own text.
-            Ok(ids.await?.iter().filter_map(|id| id.parse().ok()).collect())
+            // Ids and data, one after the other. Every id was written by a node from
+            // `ConnectionId`'s own text.
+            let mut listed = listed.await?.into_iter();
+            let mut members = Vec::new();
+            while let (Some(id), Some(data)) = (listed.next(), listed.next()) {
+                let id = std::str::from_utf8(&id).ok().and_then(|id| id.parse().ok());
+                if let Some(id) = id {
+                    members.push((id, data));
+                }
+            }
+            Ok(members)
         })
     }
 
@@ -570,7 +590,8 @@ end
 return lapsed";
 
 /// Forgets the nodes whose heartbeat expired, then counts (`ARGV[3]` = `count`) or lists the
-/// members of room `ARGV[2]` over the live nodes.
+/// members of room `ARGV[2]` over the live nodes (each member's id, then its data: the hash of a
+/// node's members in a room maps ids to data).
 const CLUSTER_MEMBERS: &str = "\
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
@@ -579,9 +600,9 @@ local count, members = 0, {}
 for _, node in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local key = ARGV[1] .. node .. ':' .. ARGV[2]
   if ARGV[3] == 'count' then
-    count = count + redis.call('SCARD', key)
+    count = count + redis.call('HLEN', key)
   else
-    for _, id in ipairs(redis.call('SMEMBERS', key)) do members[#members + 1] = id end
+    for _, field in ipairs(redis.call('HGETALL', key)) do members[#members + 1] = field end
   end
 end
 if ARGV[3] == 'count' then return count end
@@ -589,7 +610,7 @@ return members";
 
 /// Hands what other nodes publish to this node's members, until the link and its connections
 /// are gone. A task of its own, so a slow round trip of the link never holds it up.
-async fn hand_out(mut received: mpsc::Receiver<PushInfo>, rooms: Weak<Inner>, keys: Arc<Keys>) {
+async fn hand_out(mut received: mpsc::Receiver<PushInfo>, rooms: Weak<dyn Local>, keys: Arc<Keys>) {
     let mut warned = false;
     while let Some(info) = received.recv().await {
         let [Value::BulkString(channel), Value::BulkString(payload)] = &info.data[..] else {
@@ -608,19 +629,18 @@ async fn hand_out(mut received: mpsc::Receiver<PushInfo>, rooms: Weak<Inner>, ke
         if envelope.origin == keys.node {
             continue; // this node delivered its own broadcast when it was made
         }
-        let Some(inner) = rooms.upgrade() else {
+        let Some(rooms) = rooms.upgrade() else {
             return;
         };
-        let rooms = Rooms { inner };
         let room = channel
             .strip_prefix(keys.room_channel.as_bytes())
             .and_then(|room| std::str::from_utf8(room).ok());
         match (room, envelope.target) {
             (Some(room), _) => {
-                let _ = rooms.deliver(room, envelope.except, envelope.policy, &envelope.message);
+                rooms.deliver(room, envelope.except, envelope.policy, &envelope.message);
             }
             (None, Some(target)) => {
-                let _ = rooms.deliver_to(target, envelope.policy, &envelope.message);
+                rooms.deliver_to(target, envelope.policy, &envelope.message);
             }
             (None, None) => {}
         }
@@ -639,7 +659,7 @@ struct Link {
     client: Client,
     keys: Arc<Keys>,
     state: Arc<LinkState>,
-    rooms: Weak<Inner>,
+    rooms: Weak<dyn Local>,
     commands: mpsc::Receiver<Command>,
     /// For the push handler of each new connection.
     inbox: mpsc::Sender<PushInfo>,
@@ -781,24 +801,14 @@ impl Link {
         };
         let expiry = millis(self.expiry);
         for (room, id) in pending {
-            let (is_member, has_members) = {
-                let registry = rooms
-                    .registry
-                    .read()
-                    .unwrap_or_else(PoisonError::into_inner);
-                let members = registry.room(&room);
-                (
-                    members.is_some_and(|members| members.contains_key(&id)),
-                    members.is_some(),
-                )
-            };
+            let (has_members, member) = rooms.member(&room, id);
             let key = self.keys.members_of(&room);
-            if is_member {
-                pipe.cmd("SADD").arg(&key).arg(id.to_string());
+            if let Some(data) = member {
+                pipe.cmd("HSET").arg(&key).arg(id.to_string()).arg(data);
                 pipe.cmd("PEXPIRE").arg(&key).arg(expiry);
                 slots.extend([Slot::Membership, Slot::Membership]);
             } else {
-                pipe.cmd("SREM").arg(&key).arg(id.to_string());
+                pipe.cmd("HDEL").arg(&key).arg(id.to_string());
                 slots.push(Slot::Membership);
             }
             if has_members {
@@ -872,22 +882,8 @@ impl Link {
     async fn resync(&mut self, connection: &mut Connection, fresh: bool) -> Result<(), BoxError> {
         // Changes made from here on are pending again, and written after this.
         drop(self.state.take_pending());
-        let local: Vec<(Arc<str>, Vec<String>)> = match self.rooms.upgrade() {
-            Some(rooms) => {
-                let registry = rooms
-                    .registry
-                    .read()
-                    .unwrap_or_else(PoisonError::into_inner);
-                registry
-                    .rooms()
-                    .map(|(room, members)| {
-                        (
-                            Arc::clone(room),
-                            members.keys().map(ToString::to_string).collect(),
-                        )
-                    })
-                    .collect()
-            }
+        let local = match self.rooms.upgrade() {
+            Some(rooms) => rooms.snapshot(),
             None => Vec::new(),
         };
         let wanted: HashSet<Arc<str>> = local.iter().map(|(room, _)| Arc::clone(room)).collect();
@@ -915,9 +911,13 @@ impl Link {
         for room in self.linked.union(&wanted) {
             pipe.cmd("DEL").arg(self.keys.members_of(room)).ignore();
         }
-        for (room, ids) in &local {
+        for (room, members) in &local {
             let key = self.keys.members_of(room);
-            pipe.cmd("SADD").arg(&key).arg(ids).ignore();
+            let hset = pipe.cmd("HSET").arg(&key);
+            for (id, data) in members {
+                hset.arg(id.to_string()).arg(data);
+            }
+            hset.ignore();
             pipe.cmd("PEXPIRE").arg(&key).arg(expiry).ignore();
         }
         within(timeout, pipe.query_async::<()>(&mut connection.commands)).await?;

@@ -8,11 +8,28 @@ use std::sync::Arc;
 use crate::connection::ConnectionId;
 use crate::sender::Sender;
 
-/// Rooms by name, and the rooms of each connection.
-#[derive(Debug, Default)]
-pub(crate) struct Registry {
-    rooms: HashMap<Arc<str>, HashMap<ConnectionId, Sender>>,
+/// Rooms by name (each member with its sender and the data it joined with), and the rooms of
+/// each connection.
+#[derive(Debug)]
+pub(crate) struct Registry<M> {
+    rooms: HashMap<Arc<str>, HashMap<ConnectionId, Seat<M>>>,
     members: HashMap<ConnectionId, Member>,
+}
+
+impl<M> Default for Registry<M> {
+    fn default() -> Self {
+        Self {
+            rooms: HashMap::new(),
+            members: HashMap::new(),
+        }
+    }
+}
+
+/// A member's place in one room: how to reach it, and the data it joined with.
+#[derive(Debug)]
+pub(crate) struct Seat<M> {
+    pub(crate) sender: Sender,
+    pub(crate) data: M,
 }
 
 #[derive(Debug)]
@@ -31,18 +48,23 @@ pub(crate) struct Joined {
     pub(crate) new_member: bool,
 }
 
-impl Registry {
-    pub(crate) fn join(&mut self, room: &str, sender: &Sender) -> Joined {
+impl<M> Registry<M> {
+    /// Puts `sender` in `room` with `data` (replacing the data if it was in already).
+    pub(crate) fn join(&mut self, room: &str, sender: &Sender, data: M) -> Joined {
         let id = sender.id();
         let name: Arc<str> = match self.rooms.get_key_value(room) {
             Some((name, _)) => Arc::clone(name),
             None => Arc::from(room),
         };
+        let seat = Seat {
+            sender: sender.clone(),
+            data,
+        };
         let new_in_room = self
             .rooms
             .entry(Arc::clone(&name))
             .or_default()
-            .insert(id, sender.clone())
+            .insert(id, seat)
             .is_none();
         let new_member = match self.members.entry(id) {
             Entry::Occupied(mut member) => {
@@ -66,14 +88,10 @@ impl Registry {
         }
     }
 
-    /// Takes `id` out of `room`; an empty room is freed. Returns whether it was there.
-    pub(crate) fn leave(&mut self, room: &str, id: ConnectionId) -> bool {
-        let Some(members) = self.rooms.get_mut(room) else {
-            return false;
-        };
-        if members.remove(&id).is_none() {
-            return false;
-        }
+    /// Takes `id` out of `room`; an empty room is freed. Returns its data if it was there.
+    pub(crate) fn leave(&mut self, room: &str, id: ConnectionId) -> Option<M> {
+        let members = self.rooms.get_mut(room)?;
+        let seat = members.remove(&id)?;
         if members.is_empty() {
             self.rooms.remove(room);
             shrink(&mut self.rooms);
@@ -83,36 +101,41 @@ impl Registry {
         if let Some(member) = self.members.get_mut(&id) {
             member.rooms.retain(|name| &**name != room);
         }
-        true
+        Some(seat.data)
     }
 
-    /// Takes `id` out of every room and forgets it. Returns the rooms it left.
-    pub(crate) fn forget(&mut self, id: ConnectionId) -> Vec<Arc<str>> {
+    /// Takes `id` out of every room and forgets it. Returns the rooms it left, each with the
+    /// data it had joined with.
+    pub(crate) fn forget(&mut self, id: ConnectionId) -> Vec<(Arc<str>, M)> {
         let Some(member) = self.members.remove(&id) else {
             return Vec::new();
         };
         shrink(&mut self.members);
-        for room in &member.rooms {
-            if let Some(members) = self.rooms.get_mut(room) {
-                members.remove(&id);
+        let mut left = Vec::with_capacity(member.rooms.len());
+        for room in member.rooms {
+            if let Some(members) = self.rooms.get_mut(&room) {
+                let seat = members.remove(&id);
                 if members.is_empty() {
-                    self.rooms.remove(room);
+                    self.rooms.remove(&room);
                 } else {
                     shrink(members);
+                }
+                if let Some(seat) = seat {
+                    left.push((room, seat.data));
                 }
             }
         }
         shrink(&mut self.rooms);
-        member.rooms
+        left
     }
 
-    pub(crate) fn room(&self, room: &str) -> Option<&HashMap<ConnectionId, Sender>> {
+    pub(crate) fn room(&self, room: &str) -> Option<&HashMap<ConnectionId, Seat<M>>> {
         self.rooms.get(room)
     }
 
     pub(crate) fn rooms(
         &self,
-    ) -> impl Iterator<Item = (&Arc<str>, &HashMap<ConnectionId, Sender>)> {
+    ) -> impl Iterator<Item = (&Arc<str>, &HashMap<ConnectionId, Seat<M>>)> {
         self.rooms.iter()
     }
 
