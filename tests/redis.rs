@@ -762,3 +762,115 @@ async fn member_data_is_listed_over_every_node() {
     })
     .await;
 }
+
+/// A member that only listens (its room's broadcasts are skipped when it falls behind).
+#[websocket("/listen/{room}")]
+async fn listen(
+    mut ws: WebSocket,
+    room: String,
+    State(rooms): State<Rooms>,
+) -> tachyon::Result<()> {
+    ws.accept().await?;
+    rooms.join(&room, &ws)?;
+    ws.send_text("joined").await?;
+    loop {
+        ws.receive().await?;
+    }
+}
+
+// Two workers: the flood and the link run side by side, so that each kill finds pipelines on
+// their way (as in production), not only a link waiting for its turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publish_budget_survives_redis_failing_under_load() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tachyon::rooms::SlowMember;
+
+    let mut redis = RedisServer::start().await;
+    // A small budget, as a user sets it: 1,000 broadcasts or 256 KiB waiting to be published.
+    let budgeted = || {
+        Rooms::builder()
+            .slow_member(SlowMember::Drop)
+            .redis(config(&redis).queue(1000, 256 * 1024))
+    };
+    let a = within("node a", budgeted()).await.expect("node a");
+    let b = within("node b", budgeted()).await.expect("node b");
+    let served = serve(Tachyon::with_state(b.clone()).websocket(listen)).await;
+    let mut listener = raw_connect(&served, "/listen/flood").await;
+    assert_eq!(next_text(&mut listener).await, "joined");
+    until_count(&a, "flood", 1).await;
+    // The client reads all along, so that its member keeps up; it reports the text messages.
+    let (texts, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(message)) = futures_util::StreamExt::next(&mut listener).await {
+            if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+                let marker = text.split(' ').take(2).collect::<Vec<_>>().join(" ");
+                if texts.send(marker).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+
+    // Broadcasts of 16 KiB as fast as they go, while Redis is killed and restarted ten times:
+    // each kill catches pipelines on their way.
+    let flooding = Arc::new(AtomicBool::new(true));
+    let flood = tokio::spawn({
+        let (rooms, flooding) = (a.clone(), Arc::clone(&flooding));
+        async move {
+            let payload = tachyon::Bytes::from(vec![7u8; 16 * 1024]);
+            while flooding.load(Ordering::Relaxed) {
+                rooms.to("flood").send(payload.clone());
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        redis.stop().await;
+        redis.restart().await;
+        until_state(&a, ClusterState::Connected).await;
+    }
+    flooding.store(false, Ordering::Relaxed);
+    within("the flood to stop", flood)
+        .await
+        .expect("the flood task");
+
+    // Linked again, with the listener's node subscribed: every broadcast is handed over, and
+    // arrives.
+    until_state(&a, ClusterState::Connected).await;
+    until_state(&b, ClusterState::Connected).await;
+    until_count(&a, "flood", 1).await;
+    within("the listener's node to listen", async {
+        while listeners(&redis, "flood").await != 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // As large as the flood's, so that a budget that leaked refuses them.
+    let padding = "x".repeat(16 * 1024);
+    for i in 0..20 {
+        let delivery = a.to("flood").send(format!("marker {i} {padding}"));
+        assert_eq!(
+            delivery.remote(),
+            Remote::Sent,
+            "broadcast {i} after the failures was refused: the publish budget leaked"
+        );
+        // The link publishes it meanwhile and gives its bytes back: with the budget whole, one
+        // broadcast at a time always fits.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut markers = Vec::new();
+    within("the 20 markers", async {
+        while markers.len() < 20 {
+            match received.recv().await {
+                Some(marker) => markers.push(marker),
+                None => panic!("the listener's connection ended"),
+            }
+        }
+    })
+    .await;
+    let expected: Vec<String> = (0..20).map(|i| format!("marker {i}")).collect();
+    assert_eq!(markers, expected);
+    reader.abort();
+}

@@ -405,8 +405,12 @@ impl LinkState {
 
 /// What the rooms ask of the link, in order.
 enum Command {
-    /// Publish `payload` on `channel`.
-    Publish { channel: String, payload: Vec<u8> },
+    /// Publish `payload` on `channel`, paid for by `permit`.
+    Publish {
+        channel: String,
+        payload: Vec<u8>,
+        permit: Permit,
+    },
     /// A cluster-wide question. Queued behind the broadcasts and answered after the pending
     /// membership changes are written, so its answer includes this node's earlier joins.
     Ask {
@@ -415,6 +419,42 @@ enum Command {
     },
     /// Leave the cluster once everything queued before is sent; says whether it was clean.
     Leave { done: oneshot::Sender<bool> },
+}
+
+/// Bytes of the publish budget ([`RedisConfig::queue`]) held by one queued broadcast: taken when
+/// it is queued, and given back when the permit is dropped, which happens with the broadcast
+/// whatever becomes of it (published, refused by a full channel, dropped with a lost link or a
+/// failed pipeline). No path can forget to give the bytes back.
+#[derive(Debug)]
+struct Permit {
+    state: Arc<LinkState>,
+    bytes: usize,
+}
+
+impl Permit {
+    /// Takes `bytes` of the budget, or `None` if that would go over it.
+    fn take(state: &Arc<LinkState>, bytes: usize) -> Option<Self> {
+        state
+            .queued_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                queued
+                    .checked_add(bytes)
+                    .filter(|&total| total <= state.queue_bytes)
+            })
+            .ok()?;
+        Some(Self {
+            state: Arc::clone(state),
+            bytes,
+        })
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.state
+            .queued_bytes
+            .fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 /// The backend held by the rooms: it queues for the link and never waits.
@@ -429,21 +469,18 @@ impl RedisBackend {
         if !self.state.up.load(Ordering::Acquire) {
             return Remote::NotDelivered;
         }
-        let bytes = payload.len();
-        let queued = self.state.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
-        if queued + bytes > self.state.queue_bytes {
-            self.state.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        let Some(permit) = Permit::take(&self.state, payload.len()) else {
             return Remote::NotDelivered;
-        }
-        match self
-            .commands
-            .try_send(Command::Publish { channel, payload })
-        {
+        };
+        let command = Command::Publish {
+            channel,
+            payload,
+            permit,
+        };
+        // A refused command comes back in the error and is dropped here, with its permit.
+        match self.commands.try_send(command) {
             Ok(()) => Remote::Sent,
-            Err(_) => {
-                self.state.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
-                Remote::NotDelivered
-            }
+            Err(_) => Remote::NotDelivered,
         }
     }
 
@@ -763,15 +800,24 @@ impl Link {
             within(timeout, connection.commands.unsubscribe(unsubscribe)).await?;
         }
         let mut leave = None;
+        // The permits of the broadcasts in `pipe`: dropped once it is sent, or with the error
+        // that ends this call (the commands left in `batch` go with `batch`, cleared by the
+        // caller or dropped with it).
+        let mut paid: Vec<Permit> = Vec::new();
         let mut bytes = 0;
         for command in batch.drain(..) {
             match command {
-                Command::Publish { channel, payload } => {
+                Command::Publish {
+                    channel,
+                    payload,
+                    permit,
+                } => {
                     bytes += payload.len();
                     pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
+                    paid.push(permit);
                     if bytes >= PIPELINE_BYTES {
                         self.send(connection, &mut pipe, &mut slots).await?;
-                        self.state.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                        paid.clear();
                         bytes = 0;
                     }
                 }
@@ -783,7 +829,7 @@ impl Link {
             }
         }
         self.send(connection, &mut pipe, &mut slots).await?;
-        self.state.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        drop(paid);
         Ok(leave)
     }
 
@@ -942,10 +988,8 @@ impl Link {
                     () = &mut pause => break,
                     command = self.commands.recv() => match command {
                         None => return None,
-                        Some(Command::Publish { payload, .. }) => {
-                            lost += 1;
-                            self.state.queued_bytes.fetch_sub(payload.len(), Ordering::AcqRel);
-                        }
+                        // Dropped, and its permit with it.
+                        Some(Command::Publish { .. }) => lost += 1,
                         // Dropping the answer's sender answers it: unavailable.
                         Some(Command::Ask { .. }) => {}
                         Some(Command::Leave { done }) => {
