@@ -35,7 +35,7 @@ use std::fmt;
 /// assert_eq!(CloseCode::new(4001)?.as_u16(), 4001);
 /// assert!(CloseCode::new(1006).is_err());
 /// assert_eq!(CloseCode::NORMAL, 1000);
-/// # Ok::<(), tachyon::InvalidCloseCode>(())
+/// # Ok::<(), tachyon::close::InvalidCloseCode>(())
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CloseCode(u16);

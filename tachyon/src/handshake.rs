@@ -1,6 +1,9 @@
-//! The handshake as the handler sees it: what the request said ([`RequestHead`]), how to accept
-//! it ([`Accept`]), and the decision that goes back to the request ([`Decision`]). The request
-//! side that waits for that decision is in `endpoint`.
+//! The handshake as the handler sees it: how to accept it ([`Accept`]), and the request's
+//! parameters ([`Params`], from [`WebSocket::path_params`](crate::WebSocket::path_params) and
+//! [`query_params`](crate::WebSocket::query_params)).
+//!
+//! Inside the crate: what the request said (`RequestHead`) and the decision that goes back to
+//! the request (`Decision`); the request side that waits for that decision is in `endpoint`.
 
 use std::mem;
 use std::sync::OnceLock;
@@ -17,7 +20,7 @@ pub use crate::params::Params;
 /// Options for [`WebSocket::accept_with`](crate::WebSocket::accept_with): a subprotocol and extra response headers.
 ///
 /// ```
-/// use tachyon::Accept;
+/// use tachyon::handshake::Accept;
 /// use axum::http::{HeaderName, HeaderValue};
 ///
 /// let accept = Accept::new()

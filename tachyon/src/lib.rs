@@ -11,6 +11,7 @@ pub mod close;
 mod connection;
 mod endpoint;
 pub mod error;
+pub mod guide;
 pub mod handler;
 pub mod handshake;
 mod message;

@@ -4,7 +4,7 @@
 /// Name/value pairs from the request, in the order they appeared, percent-decoded.
 ///
 /// ```
-/// use tachyon::Params;
+/// use tachyon::handshake::Params;
 ///
 /// let query = Params::from_query("token=abc&tag=a&tag=b&empty=");
 /// assert_eq!(query.get("token"), Some("abc"));

@@ -18,7 +18,7 @@ use crate::shutdown::Shutdown;
 /// A group of WebSocket handlers under a common prefix, like FastAPI's `APIRouter`.
 ///
 /// ```
-/// use tachyon::{websocket, WebSocketRouter, Tachyon, WebSocket};
+/// use tachyon::{Tachyon, WebSocket, WebSocketRouter, websocket};
 ///
 /// #[websocket("/notifications")]
 /// async fn notifications(mut ws: WebSocket) -> tachyon::Result<()> {
@@ -71,7 +71,7 @@ where
     /// over the app's; a handler's own attribute options override them in turn.
     ///
     /// ```
-    /// use tachyon::{WebSocketRouter, Settings};
+    /// use tachyon::{Settings, WebSocketRouter};
     ///
     /// let uploads: WebSocketRouter = WebSocketRouter::with_prefix("/uploads")
     ///     .settings(Settings::new().max_message_size(16 * 1024 * 1024));
@@ -142,7 +142,7 @@ where
 /// The application: WebSocket handlers, routers and, if you like, axum HTTP routes.
 ///
 /// ```no_run
-/// use tachyon::{websocket, Tachyon, WebSocket};
+/// use tachyon::{Tachyon, WebSocket, websocket};
 ///
 /// #[websocket("/ws")]
 /// async fn echo(mut ws: WebSocket) -> tachyon::Result<()> {

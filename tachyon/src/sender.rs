@@ -19,7 +19,7 @@ use crate::message::Message;
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use tachyon::{websocket, WebSocket};
+/// use tachyon::{WebSocket, websocket};
 ///
 /// #[websocket("/ticks")]
 /// async fn ticks(mut ws: WebSocket) -> tachyon::Result<()> {

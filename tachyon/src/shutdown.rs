@@ -30,7 +30,8 @@ const REASON: &str = "server shutting down";
 /// ```no_run
 /// use std::time::Duration;
 /// use axum::Extension;
-/// use tachyon::{websocket, Shutdown, WebSocket};
+/// use tachyon::{WebSocket, websocket};
+/// use tachyon::shutdown::Shutdown;
 ///
 /// #[websocket("/ws")]
 /// async fn echo(mut ws: WebSocket) -> tachyon::Result<()> {

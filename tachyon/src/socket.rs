@@ -28,7 +28,7 @@ use crate::sender::Sender;
 /// One WebSocket connection, handed to a `#[websocket]` handler.
 ///
 /// ```no_run
-/// use tachyon::{websocket, WebSocket};
+/// use tachyon::{WebSocket, websocket};
 ///
 /// #[websocket("/ws")]
 /// async fn echo(mut ws: WebSocket) -> tachyon::Result<()> {
@@ -102,7 +102,8 @@ impl WebSocket {
     /// Accepts the handshake with a subprotocol and/or extra response headers.
     ///
     /// ```no_run
-    /// # use tachyon::{websocket, Accept, WebSocket};
+    /// # use tachyon::{WebSocket, websocket};
+    /// # use tachyon::handshake::Accept;
     /// #[websocket("/chat")]
     /// async fn chat(mut ws: WebSocket) -> tachyon::Result<()> {
     ///     if ws.requested_subprotocols().any(|p| p == "chat.v2") {
@@ -167,7 +168,7 @@ impl WebSocket {
     /// Rejects the handshake with any HTTP response, e.g. `401` with a JSON body.
     ///
     /// ```no_run
-    /// # use tachyon::{websocket, WebSocket};
+    /// # use tachyon::{WebSocket, websocket};
     /// # use axum::{http::StatusCode, Json};
     /// #[websocket("/private")]
     /// async fn private(mut ws: WebSocket) -> tachyon::Result<()> {

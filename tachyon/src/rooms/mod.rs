@@ -179,7 +179,7 @@ type Hook<M> = Arc<dyn Fn(&Rooms<M>, &str, &Member<M>) + Send + Sync>;
 ///
 /// ```no_run
 /// use axum::extract::State;
-/// use tachyon::{websocket, Rooms, Tachyon, WebSocket};
+/// use tachyon::{Rooms, Tachyon, WebSocket, websocket};
 ///
 /// #[websocket("/chat/{room}")]
 /// async fn chat(mut ws: WebSocket, room: String, State(rooms): State<Rooms>) -> tachyon::Result<()> {

@@ -46,9 +46,10 @@ use super::{Rooms, RoomsBuilder, SlowMember};
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use tachyon::{RedisConfig, Rooms};
+/// use tachyon::Rooms;
+/// use tachyon::rooms::RedisConfig;
 ///
-/// # async fn run() -> Result<(), tachyon::ClusterError> {
+/// # async fn run() -> Result<(), tachyon::rooms::ClusterError> {
 /// let rooms = Rooms::builder()
 ///     .redis(RedisConfig::new("redis://127.0.0.1:6379").prefix("chat"))
 ///     .await?; // fails at once, naming the URL, if Redis cannot be reached
