@@ -678,7 +678,8 @@ async fn a_nodes_heartbeat_lasts_what_the_config_says() {
     assert!(ttl > 0 && ttl as f64 <= expiry, "{ttl} ms");
 }
 
-/// A member of rooms with member data: joins `room` with its first text as its name.
+/// A member of rooms with member data: joins `room` with its first text as its name; `rename
+/// NAME` joins again with another.
 #[websocket("/named/{room}")]
 async fn named(
     mut ws: WebSocket,
@@ -690,7 +691,10 @@ async fn named(
     rooms.join(&room, (&ws, name.to_string()))?;
     ws.send_text("joined").await?;
     loop {
-        ws.receive_text().await?;
+        let text = ws.receive_text().await?;
+        if let Some(name) = text.strip_prefix("rename ") {
+            rooms.join(&room, (&ws, name.to_owned()))?;
+        }
     }
 }
 
@@ -748,6 +752,19 @@ async fn member_data_is_listed_over_every_node() {
     }
     written.sort();
     assert_eq!(written, ["\"alice\"", "\"bob\"", "\"carol\""]);
+
+    // Joining again with other data reaches the other nodes too.
+    send_text(&mut clients[2], "rename caroline").await;
+    within("the new name on the other node", async {
+        loop {
+            let members = nodes[0].cluster_members("lobby").await.expect("members");
+            if members.iter().any(|member| member.data() == "caroline") && members.len() == 3 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
 
     // A member that leaves leaves the listing of every node.
     drop(clients.remove(1));

@@ -291,10 +291,9 @@ impl<M: Clone + Send + Sync + 'static> Rooms<M> {
         let (sender, data) = member.into_member()?;
         let hook_data = self.inner.on_join.as_ref().map(|_| data.clone());
         let joined = self.write().join(room, &sender, data);
-        if joined.new_in_room {
-            if let Some(backend) = &self.inner.backend {
-                backend.membership_changed(&joined.room, sender.id());
-            }
+        // Also on a second join: the other servers then read the data given last.
+        if let Some(backend) = &self.inner.backend {
+            backend.membership_changed(&joined.room, sender.id());
         }
         if joined.new_member {
             // Registered outside the lock: if the connection already ended, the hook runs now.
