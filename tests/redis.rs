@@ -17,7 +17,7 @@ mod tour_example;
 use std::time::Duration;
 
 use axum::extract::State;
-use tachyon::rooms::{ClusterError, ClusterState, RedisConfig, Remote};
+use tachyon::rooms::{ClusterError, ClusterState, Member, RedisConfig, Remote};
 use tachyon::{ConnectionId, Rooms, Tachyon, WebSocket, websocket};
 
 use support::redis_server::RedisServer;
@@ -105,6 +105,31 @@ where
             }
         },
     )
+    .await;
+}
+
+/// Waits until the cluster-wide members of `room` are `done` (membership crosses nodes when
+/// their links write it: there is nothing to wait on but Redis's answer).
+async fn until_members<M>(
+    rooms: &Rooms<M>,
+    room: &str,
+    what: &str,
+    done: impl Fn(&[Member<M>]) -> bool,
+) where
+    M: Clone + Send + Sync + 'static,
+{
+    within(what, async {
+        loop {
+            if rooms
+                .cluster_members(room)
+                .await
+                .is_ok_and(|members| done(&members))
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
     .await;
 }
 
@@ -678,26 +703,6 @@ async fn a_nodes_heartbeat_lasts_what_the_config_says() {
     assert!(ttl > 0 && ttl as f64 <= expiry, "{ttl} ms");
 }
 
-/// A member of rooms with member data: joins `room` with its first text as its name; `rename
-/// NAME` joins again with another.
-#[websocket("/named/{room}")]
-async fn named(
-    mut ws: WebSocket,
-    room: String,
-    State(rooms): State<Rooms<String>>,
-) -> tachyon::Result<()> {
-    ws.accept().await?;
-    let name = ws.receive_text().await?;
-    rooms.join(&room, (&ws, name.to_string()))?;
-    ws.send_text("joined").await?;
-    loop {
-        let text = ws.receive_text().await?;
-        if let Some(name) = text.strip_prefix("rename ") {
-            rooms.join(&room, (&ws, name.to_owned()))?;
-        }
-    }
-}
-
 #[tokio::test]
 async fn member_data_is_listed_over_every_node() {
     let redis = RedisServer::start().await;
@@ -710,7 +715,7 @@ async fn member_data_is_listed_over_every_node() {
         )
         .await
         .expect("Redis-backed rooms");
-        served.push(serve(Tachyon::with_state(rooms.clone()).websocket(named)).await);
+        served.push(serve(Tachyon::with_state(rooms.clone()).websocket(support::named)).await);
         nodes.push(rooms);
     }
     let mut clients = Vec::new();
@@ -755,27 +760,19 @@ async fn member_data_is_listed_over_every_node() {
 
     // Joining again with other data reaches the other nodes too.
     send_text(&mut clients[2], "rename caroline").await;
-    within("the new name on the other node", async {
-        loop {
-            let members = nodes[0].cluster_members("lobby").await.expect("members");
-            if members.iter().any(|member| member.data() == "caroline") && members.len() == 3 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
+    assert_eq!(next_text(&mut clients[2]).await, "renamed");
+    until_members(
+        &nodes[0],
+        "lobby",
+        "the new name on the other node",
+        |members| members.len() == 3 && members.iter().any(|member| member.data() == "caroline"),
+    )
     .await;
 
     // A member that leaves leaves the listing of every node.
     drop(clients.remove(1));
-    within("bob to leave everywhere", async {
-        loop {
-            let members = nodes[0].cluster_members("lobby").await.expect("members");
-            if members.iter().all(|member| member.data() != "bob") && members.len() == 2 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    until_members(&nodes[0], "lobby", "bob to leave everywhere", |members| {
+        members.len() == 2 && members.iter().all(|member| member.data() != "bob")
     })
     .await;
 }
@@ -830,20 +827,31 @@ async fn the_publish_budget_survives_redis_failing_under_load() {
     });
 
     // Broadcasts of 16 KiB as fast as they go, while Redis is killed and restarted ten times:
-    // each kill catches pipelines on their way.
+    // each kill catches pipelines on their way. The flood counts the broadcasts the link took.
     let flooding = Arc::new(AtomicBool::new(true));
+    let (handed, mut taken) = tokio::sync::watch::channel(0usize);
     let flood = tokio::spawn({
         let (rooms, flooding) = (a.clone(), Arc::clone(&flooding));
         async move {
             let payload = tachyon::Bytes::from(vec![7u8; 16 * 1024]);
             while flooding.load(Ordering::Relaxed) {
-                rooms.to("flood").send(payload.clone());
+                if rooms.to("flood").send(payload.clone()).remote() == Remote::Sent {
+                    handed.send_modify(|count| *count += 1);
+                }
                 tokio::task::yield_now().await;
             }
         }
     });
     for _ in 0..10 {
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        // Kill Redis once the link is publishing again: more than a budget's worth of
+        // broadcasts went through since it came back.
+        let before = *taken.borrow_and_update();
+        within(
+            "the flood to go through the link (a publish budget that leaked refuses it)",
+            taken.wait_for(|count| *count >= before + 32),
+        )
+        .await
+        .expect("the flood runs");
         redis.stop().await;
         redis.restart().await;
         until_state(&a, ClusterState::Connected).await;
@@ -873,21 +881,12 @@ async fn the_publish_budget_survives_redis_failing_under_load() {
             Remote::Sent,
             "broadcast {i} after the failures was refused: the publish budget leaked"
         );
-        // The link publishes it meanwhile and gives its bytes back: with the budget whole, one
-        // broadcast at a time always fits.
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        // Once it arrived, the link has published it: with the budget whole, one broadcast at a
+        // time always fits.
+        let marker = within("the marker to arrive", received.recv())
+            .await
+            .expect("the listener's connection ended");
+        assert_eq!(marker, format!("marker {i}"));
     }
-    let mut markers = Vec::new();
-    within("the 20 markers", async {
-        while markers.len() < 20 {
-            match received.recv().await {
-                Some(marker) => markers.push(marker),
-                None => panic!("the listener's connection ended"),
-            }
-        }
-    })
-    .await;
-    let expected: Vec<String> = (0..20).map(|i| format!("marker {i}")).collect();
-    assert_eq!(markers, expected);
     reader.abort();
 }

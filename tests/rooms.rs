@@ -518,27 +518,6 @@ async fn a_waiting_broadcast_waits_for_a_slow_member_and_loses_nothing() {
     );
 }
 
-/// A member that joins `room` as `name` (its first text), then says `joined`; `rename NAME`
-/// joins again with another name.
-#[websocket("/named/{room}")]
-async fn named(
-    mut ws: WebSocket,
-    room: String,
-    State(rooms): State<Rooms<String>>,
-) -> tachyon::Result<()> {
-    ws.accept().await?;
-    let name = ws.receive_text().await?;
-    rooms.join(&room, (&ws, name.to_string()))?;
-    ws.send_text("joined").await?;
-    loop {
-        let text = ws.receive_text().await?;
-        if let Some(name) = text.strip_prefix("rename ") {
-            rooms.join(&room, (&ws, name.to_owned()))?;
-            ws.send_text("renamed").await?;
-        }
-    }
-}
-
 #[tokio::test]
 async fn members_carry_their_data_to_the_hooks_and_the_listings() {
     let (reports, mut reported) = support::reports();
@@ -556,7 +535,7 @@ async fn members_carry_their_data_to_the_hooks_and_the_listings() {
             let _ = leaves.send(format!("left {room} {}", member.data()));
         })
         .build();
-    let served = serve(Tachyon::with_state(rooms.clone()).websocket(named)).await;
+    let served = serve(Tachyon::with_state(rooms.clone()).websocket(support::named)).await;
 
     let mut alice = raw_connect(&served, "/named/lobby").await;
     send(&mut alice, "alice").await;

@@ -254,3 +254,24 @@ pub async fn raw_frames(served: &Served, path: &str) -> Vec<(u8, Vec<u8>)> {
     })
     .await
 }
+
+/// A member of rooms with member data (its name): joins `room` with its first text as its name,
+/// then says `joined`; `rename NAME` joins again with another name, then says `renamed`.
+#[tachyon::websocket("/named/{room}")]
+pub async fn named(
+    mut ws: tachyon::WebSocket,
+    room: String,
+    axum::extract::State(rooms): axum::extract::State<tachyon::Rooms<String>>,
+) -> tachyon::Result<()> {
+    ws.accept().await?;
+    let name = ws.receive_text().await?;
+    rooms.join(&room, (&ws, name.to_string()))?;
+    ws.send_text("joined").await?;
+    loop {
+        let text = ws.receive_text().await?;
+        if let Some(name) = text.strip_prefix("rename ") {
+            rooms.join(&room, (&ws, name.to_owned()))?;
+            ws.send_text("renamed").await?;
+        }
+    }
+}
