@@ -29,8 +29,7 @@ impl Outcome {
     /// `explain` (a debug build, or `expose_errors`).
     pub(crate) fn before_accept(self, uri: &Uri, explain: bool) -> Response {
         self.log(uri, None);
-        let failed = "the WebSocket handler failed before accepting the connection";
-        let body = match &self {
+        let why = match &self {
             Self::Completed => {
                 return (
                     StatusCode::FORBIDDEN,
@@ -38,17 +37,17 @@ impl Outcome {
                 )
                     .into_response();
             }
-            Self::Failed(failure) if explain => format!(
-                "{failed}: {failure}\n(this text is sent in debug builds and with \
+            Self::Failed(failure) if explain => Some(failure.to_string()),
+            Self::Panicked(message) if explain => Some(format!("it panicked: {message}")),
+            Self::Failed(_) | Self::Panicked(_) => None,
+        };
+        let failed = "the WebSocket handler failed before accepting the connection";
+        let body = match why {
+            Some(why) => format!(
+                "{failed}: {why}\n(this text is sent in debug builds and with \
                  `Settings::expose_errors(true)`; it is also logged through `tracing`)"
             ),
-            Self::Panicked(message) if explain => format!(
-                "{failed}: it panicked: {message}\n(this text is sent in debug builds and with \
-                 `Settings::expose_errors(true)`; it is also logged through `tracing`)"
-            ),
-            Self::Failed(_) | Self::Panicked(_) => {
-                format!("{failed}; the server's log says why")
-            }
+            None => format!("{failed}; the server's log says why"),
         };
         (StatusCode::INTERNAL_SERVER_ERROR, body).into_response()
     }

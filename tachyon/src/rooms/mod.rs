@@ -220,8 +220,9 @@ struct Inner<M> {
     on_join: Option<Hook<M>>,
     on_leave: Option<Hook<M>>,
     backend: Option<Box<dyn Backend>>,
-    /// Reads the data of another server's member back (set with a backend).
-    decode: Option<Decode<M>>,
+    /// Reads the data of another server's member back (the backend's encoding; in-process
+    /// rooms never call it).
+    decode: Decode<M>,
 }
 
 impl Default for Rooms {
@@ -382,9 +383,10 @@ impl<M: Clone + Send + Sync + 'static> Rooms<M> {
     /// [`leave_cluster`](Self::leave_cluster); [`ClusterError::Command`] if it failed to answer
     /// in time.
     pub async fn cluster_members(&self, room: &str) -> Result<Vec<Member<M>>, ClusterError> {
-        let (Some(backend), Some(decode)) = (&self.inner.backend, self.inner.decode) else {
+        let Some(backend) = &self.inner.backend else {
             return Ok(self.members(room));
         };
+        let decode = self.inner.decode;
         let listed = backend.members(room).await?;
         let mut members = Vec::with_capacity(listed.len());
         let mut unreadable = 0usize;
@@ -835,7 +837,7 @@ impl<M: Clone + Send + Sync + 'static> RoomsBuilder<M> {
 
     /// The rooms, in this process.
     pub fn build(self) -> Rooms<M> {
-        self.build_with(None, |_| None)
+        self.build_with(|_| None, |_| None)
     }
 
     /// The rooms, with the backend `make` builds from a weak reference to them (the backend
@@ -844,7 +846,7 @@ impl<M: Clone + Send + Sync + 'static> RoomsBuilder<M> {
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     fn build_with(
         self,
-        decode: Option<Decode<M>>,
+        decode: Decode<M>,
         make: impl FnOnce(Weak<Inner<M>>) -> Option<Box<dyn Backend>>,
     ) -> Rooms<M> {
         Rooms {

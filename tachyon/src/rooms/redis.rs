@@ -9,10 +9,10 @@
 //! the channel of each room that has members here, and to its process's channel (messages for
 //! one connection).
 //!
-//! Membership over the cluster: every node keeps, per room, a Redis hash of its members (id to data), and a
-//! heartbeat in a sorted set of nodes (score: when it expires, by Redis's clock). A node that
-//! stops without leaving drops out of every count once its heartbeat expires, and its sets
-//! expire with it. Whatever goes missing (a set evicted, a heartbeat that came too late), the
+//! Membership over the cluster: every node keeps, per room, a Redis hash of its members (id to
+//! member data), and a heartbeat in a sorted set of nodes (score: when it expires, by Redis's
+//! clock). A node that stops without leaving drops out of every count once its heartbeat
+//! expires, and its hashes expire with it. Whatever goes missing (a set evicted, a heartbeat that came too late), the
 //! next heartbeat notices and the node writes its membership again.
 //!
 //! Every buffer is bounded: broadcasts waiting to be published (in messages and in bytes),
@@ -201,7 +201,7 @@ where
         state.set_up(true);
         let (commands, queued) = mpsc::channel(config.queue);
         let decode: fn(&[u8]) -> Option<M> = |data| serde_json::from_slice(data).ok();
-        Ok(self.build_with(Some(decode), |rooms| {
+        Ok(self.build_with(decode, |rooms| {
             let rooms: Weak<dyn Local> = rooms;
             tokio::spawn(hand_out(received, rooms.clone(), Arc::clone(&keys)));
             let link = Link {
