@@ -141,7 +141,7 @@ impl Driver {
                 Poll::Ready(Ok(())) => {}
             }
             let message = match next {
-                Outbound::Message(message) => message.into_wire(),
+                Outbound::Message(message) | Outbound::Replay(message) => message.into_wire(),
                 Outbound::Control(control) => control,
                 Outbound::Close(frame) => {
                     self.phase = Phase::Closing;

@@ -136,6 +136,9 @@ pub(crate) enum Outbound {
     /// Converted to tungstenite's message only when sent, outside the lock (text is checked
     /// for UTF-8 once more on the way: axum's and tungstenite's text types share no constructor).
     Message(Message),
+    /// A room's replay to a member that resumes: sent like a message, but outside the queue's
+    /// bounds ([`Shared::queue_replay`]).
+    Replay(Message),
     Close(CloseFrame),
     /// Only the driver makes these, and sends them before the queue: a ping, or the close for
     /// a protocol violation.
@@ -157,7 +160,10 @@ pub(crate) struct Shared {
 
 struct State {
     queue: VecDeque<Outbound>,
+    /// The bytes of the messages in `queue`, replays left out.
     queued_bytes: usize,
+    /// How many of the entries in `queue` are replays.
+    replays: usize,
     /// A sender found the queue full and waits for room.
     blocked: bool,
     /// The message read ahead of the handler.
@@ -203,6 +209,7 @@ impl Shared {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 queued_bytes: 0,
+                replays: 0,
                 blocked: false,
                 inbox: None,
                 reader: None,
@@ -251,7 +258,7 @@ impl Shared {
             if let Some(ending) = &state.ending {
                 return Err(TrySendError::closed(message, ending.clone()));
             }
-            let full = state.queue.len() >= self.queue_messages
+            let full = state.queue.len() - state.replays >= self.queue_messages
                 || (state.queued_bytes + len > self.queue_bytes && !state.queue.is_empty());
             if full {
                 state.blocked = true;
@@ -262,6 +269,25 @@ impl Shared {
         }
         self.wake_driver();
         Ok(())
+    }
+
+    /// Queues `messages` together, outside the queue's bounds: a room's replay to a member that
+    /// resumes. The room's history bounds it already (so memory stays bounded); counted in the
+    /// queue, a replay as long as the queue would get its member closed as too slow by the
+    /// next live message. Returns `false`, having queued nothing, if the connection is ending.
+    pub(crate) fn queue_replay(&self, messages: impl IntoIterator<Item = Message>) -> bool {
+        {
+            let mut state = self.lock();
+            if state.ending.is_some() {
+                return false;
+            }
+            for message in messages {
+                state.replays += 1;
+                state.queue.push_back(Outbound::Replay(message));
+            }
+        }
+        self.wake_driver();
+        true
     }
 
     /// Queues `message`, waiting for room.
@@ -403,8 +429,10 @@ impl Shared {
     fn pop(&self) -> Option<Outbound> {
         let mut state = self.lock();
         let next = state.queue.pop_front()?;
-        if let Outbound::Message(message) = &next {
-            state.queued_bytes -= message.len();
+        match &next {
+            Outbound::Message(message) => state.queued_bytes -= message.len(),
+            Outbound::Replay(_) => state.replays -= 1,
+            Outbound::Close(_) | Outbound::Control(_) => {}
         }
         if std::mem::take(&mut state.blocked) {
             drop(state);
@@ -442,6 +470,7 @@ impl Shared {
                 // Nothing will be sent any more: free what waits.
                 state.queue.clear();
                 state.queued_bytes = 0;
+                state.replays = 0;
             }
             (state.reader.take(), std::mem::take(&mut state.on_end))
         };

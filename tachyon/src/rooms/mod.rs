@@ -10,17 +10,22 @@
 //! feature, `RoomsBuilder::redis` spreads them over every server linked to the same Redis.
 
 mod cluster;
+mod history;
 #[cfg(feature = "redis")]
 mod redis;
 mod registry;
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::sync::{
+    Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
+};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::close::CloseCode;
-use crate::connection::ConnectionId;
+use crate::connection::{ConnectionId, random_u64};
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::sender::Sender;
@@ -32,6 +37,8 @@ use cluster::Backend;
 #[cfg(feature = "redis")]
 use cluster::Local;
 pub use cluster::{ClusterError, ClusterState, Remote};
+use history::Log;
+pub use history::{History, NotRecovered, Position, PositionError, Recovery};
 #[cfg(feature = "redis")]
 pub use redis::RedisConfig;
 
@@ -59,6 +66,7 @@ pub struct Delivery {
     dropped: usize,
     closed: usize,
     remote: Remote,
+    position: Option<Position>,
 }
 
 impl Delivery {
@@ -82,6 +90,11 @@ impl Delivery {
     /// backend. The other counts are this server's members only.
     pub fn remote(&self) -> Remote {
         self.remote
+    }
+
+    /// Where the message sits in the room's [`History`]: `None` if the room keeps none.
+    pub fn position(&self) -> Option<Position> {
+        self.position
     }
 
     /// Whether every member on this server got the message, and the other servers were
@@ -174,6 +187,13 @@ type Decode<M> = fn(&[u8]) -> Option<M>;
 /// A presence hook: called with the rooms, the room's name and the member.
 type Hook<M> = Arc<dyn Fn(&Rooms<M>, &str, &Member<M>) + Send + Sync>;
 
+/// Which rooms keep a history, and which.
+type HistoryFor = Arc<dyn Fn(&str) -> Option<History> + Send + Sync>;
+
+/// How often, at most, the rooms forget histories that are spent (every message aged out) in
+/// rooms without members here.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 /// Named groups of connections ("rooms") and broadcast to them; cheap to clone, usable as axum
 /// state.
 ///
@@ -223,6 +243,17 @@ struct Inner<M> {
     /// Reads the data of another server's member back (the backend's encoding; in-process
     /// rooms never call it).
     decode: Decode<M>,
+    /// The history policy of each room, if any room keeps one.
+    history: Option<HistoryFor>,
+    /// The histories of the rooms that keep one, in this process.
+    logs: Mutex<Logs>,
+}
+
+/// The rooms' histories. A room's log outlives its members (they are the ones who come back);
+/// it is forgotten once every message in it has aged out and no member is left.
+struct Logs {
+    rooms: HashMap<Arc<str>, Arc<Mutex<Log>>>,
+    next_sweep: Instant,
 }
 
 impl Default for Rooms {
@@ -288,10 +319,70 @@ impl<M: Clone + Send + Sync + 'static> Rooms<M> {
     ///
     /// # Errors
     /// The state errors of [`WebSocket::sender`] (before `accept`, after a close).
+    ///
+    /// In a room with [`History::latest`], the member first gets the room's newest message.
     pub fn join(&self, room: &str, member: impl IntoMember<M>) -> Result<()> {
         let (sender, data) = member.into_member()?;
+        self.enter(room, &sender, data, None);
+        Ok(())
+    }
+
+    /// Puts a connection back in `room` where it left off: every message broadcast to the room
+    /// after `since` that the room's [`History`] still holds is queued for it first, in order,
+    /// then the live ones follow, with no gap and none twice (also while other tasks broadcast
+    /// to the room). `since` is a [`Position`] the server sent the client earlier (its text,
+    /// parsed: pass `None` when the client sent none, or text that does not parse).
+    ///
+    /// The [`Recovery`] says whether that worked. When it did not (no position, a room without
+    /// history, a position older than what is kept, from another epoch or another room, or one
+    /// never issued), nothing is replayed and the connection joins live: resync the client.
+    /// The replay is queued past the connection's queue bounds (the history bounds it).
+    ///
+    /// ```no_run
+    /// use tachyon::rooms::{Position, Recovery};
+    /// # async fn f(rooms: tachyon::Rooms, ws: tachyon::WebSocket, since: Option<String>) -> tachyon::Result<()> {
+    /// let since = since.and_then(|text| text.parse::<Position>().ok());
+    /// match rooms.join_since("lobby", &ws, since).await? {
+    ///     Recovery::Recovered { missed } => tracing::debug!(missed, "caught up"),
+    ///     _ => { /* send the client the current state */ }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`join`](Self::join).
+    #[allow(clippy::unused_async)] // Through Redis, catching up awaits the history.
+    pub async fn join_since(
+        &self,
+        room: &str,
+        member: impl IntoMember<M>,
+        since: Option<Position>,
+    ) -> Result<Recovery> {
+        let (sender, data) = member.into_member()?;
+        Ok(self.enter(room, &sender, data, since))
+    }
+
+    /// Joins `sender` to `room`, replaying from `since` (or the latest value) if the room keeps
+    /// history, under the room's log lock: a broadcast to the room holds it from taking its
+    /// position to offering the message to every member, so the replay and the live messages
+    /// meet with no gap and no overlap.
+    fn enter(&self, room: &str, sender: &Sender, data: M, since: Option<Position>) -> Recovery {
         let hook_data = self.inner.on_join.as_ref().map(|_| data.clone());
-        let joined = self.write().join(room, &sender, data);
+        let log = self.inner.log(room);
+        let mut log = log.as_deref().map(lock);
+        let (mut recovery, replay) = match log.as_deref_mut() {
+            None if since.is_some() => (Recovery::NotRecovered(NotRecovered::NoHistory), vec![]),
+            None => (Recovery::NotRecovered(NotRecovered::NoPosition), vec![]),
+            Some(log) => catch_up(log, since, Instant::now()),
+        };
+        let joined = self.write().join(room, sender, data);
+        if joined.new_in_room {
+            sender.shared().queue_replay(replay);
+        } else if log.is_some() {
+            // It has been getting the room's messages all along.
+            recovery = Recovery::NotRecovered(NotRecovered::AlreadyJoined);
+        }
+        drop(log);
         // Also on a second join: the other servers then read the data given last.
         if let Some(backend) = &self.inner.backend {
             backend.membership_changed(&joined.room, sender.id());
@@ -314,7 +405,7 @@ impl<M: Clone + Send + Sync + 'static> Rooms<M> {
                 },
             );
         }
-        Ok(())
+        recovery
     }
 
     /// Takes a connection out of `room`. Returns whether it was in it.
@@ -552,6 +643,33 @@ impl<M> Inner<M> {
         self.registry.read().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The log of `room`, made if the room's policy asks for history; `None` if it keeps none.
+    /// Now and then, forgets the spent logs of rooms without members.
+    fn log(&self, room: &str) -> Option<Arc<Mutex<Log>>> {
+        let policy = self.history.as_ref()?;
+        let now = Instant::now();
+        let mut logs = lock(&self.logs);
+        if now >= logs.next_sweep {
+            logs.next_sweep = now + SWEEP_EVERY;
+            let registry = self.read();
+            // A log in use right now is not spent: skip it rather than wait for it.
+            logs.rooms.retain(|name, log| {
+                registry.room(name).is_some()
+                    || log.try_lock().map_or(true, |mut log| !log.is_spent(now))
+            });
+            if logs.rooms.capacity() > 64 && logs.rooms.len() < logs.rooms.capacity() / 4 {
+                logs.rooms.shrink_to_fit();
+            }
+        }
+        if let Some(log) = logs.rooms.get(room) {
+            return Some(Arc::clone(log));
+        }
+        let history = policy(room)?;
+        let log = Arc::new(Mutex::new(Log::new(history, random_u64())));
+        logs.rooms.insert(Arc::from(room), Arc::clone(&log));
+        Some(log)
+    }
+
     /// Offers `message` to a member of this server's rooms; `None` if it is not one.
     fn deliver_to(
         &self,
@@ -644,6 +762,35 @@ fn encode_data<M: Serialize>(data: &M) -> Vec<u8> {
     })
 }
 
+/// What a joining member of a room with history gets first: the messages after `since` if the
+/// log still holds them all; otherwise nothing, or the newest message in a latest-value room.
+fn catch_up(log: &mut Log, since: Option<Position>, now: Instant) -> (Recovery, Vec<Message>) {
+    let missed = since
+        .ok_or(NotRecovered::NoPosition)
+        .and_then(|since| Ok(log.since(since, now)?.cloned().collect::<Vec<_>>()));
+    match missed {
+        Ok(missed) => (
+            Recovery::Recovered {
+                missed: missed.len(),
+            },
+            missed,
+        ),
+        Err(reason) => {
+            let latest = if log.policy().sends_latest() {
+                log.latest(now).cloned().into_iter().collect()
+            } else {
+                Vec::new()
+            };
+            (Recovery::NotRecovered(reason), latest)
+        }
+    }
+}
+
+/// Locks a mutex of the rooms'; nothing panics while holding one, so a poisoned one is whole.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn close_each(members: &[Sender], code: CloseCode, reason: &str) -> usize {
     // Outside the lock: each close takes its connection out of the rooms.
     members
@@ -716,14 +863,40 @@ impl<M: Clone + Send + Sync + 'static> Broadcast<'_, M> {
 
     /// Sends `message` (a `String` or `&str` is text; `Bytes` or `Vec<u8>` is binary) to every
     /// member; never waits. With a backend, the message is encoded once for the other servers,
-    /// and each of them hands it to its own members once.
+    /// and each of them hands it to its own members once. In a room with [`History`], the
+    /// message is recorded, and the delivery says its [`position`](Delivery::position).
     pub fn send(self, message: impl Into<Message>) -> Delivery {
-        let message = message.into();
-        let mut delivery = self
-            .rooms
-            .inner
-            .deliver(self.room, self.except, self.policy, &message);
+        self.send_with(|_| message)
+    }
+
+    /// Sends the message `make` builds from the broadcast's [`Position`] in the room's history
+    /// (`None` if the room keeps none), so that the message can carry it to the client (which
+    /// gives it back to [`Rooms::join_since`] when it reconnects). `make` is called once: every
+    /// member, the history and a replay get the same bytes.
+    ///
+    /// ```
+    /// # let rooms = tachyon::Rooms::new();
+    /// rooms.to("lobby").send_with(|position| {
+    ///     serde_json::json!({ "type": "message", "pos": position, "text": "hi" }).to_string()
+    /// });
+    /// ```
+    pub fn send_with<T: Into<Message>>(self, make: impl FnOnce(Option<Position>) -> T) -> Delivery {
+        let inner = &self.rooms.inner;
+        let Some(log) = inner.log(self.room) else {
+            let message = make(None).into();
+            let mut delivery = inner.deliver(self.room, self.except, self.policy, &message);
+            delivery.remote = self.publish(&message);
+            return delivery;
+        };
+        // Held until every member here was offered the message: see `Rooms::enter`.
+        let mut log = lock(&log);
+        let position = log.next();
+        let message = make(Some(position)).into();
+        log.push(message.clone(), Instant::now());
+        let mut delivery = inner.deliver(self.room, self.except, self.policy, &message);
         delivery.remote = self.publish(&message);
+        drop(log);
+        delivery.position = Some(position);
         delivery
     }
 
@@ -750,28 +923,40 @@ impl<M: Clone + Send + Sync + 'static> Broadcast<'_, M> {
     /// applying the policy (opt-in: a slow member then slows the broadcaster). The members are
     /// copied out first, so no lock is held while waiting. The other servers get the message at
     /// once, under the policy: waiting is for this server's members.
+    ///
+    /// In a room with [`History`], the message is recorded like any other, but a member that
+    /// had to be waited for may get it after later broadcasts: where order matters, use
+    /// [`send`](Self::send) and let members that fall behind resume from their position.
     pub async fn send_waiting(self, message: impl Into<Message>) -> Delivery {
         let message = message.into();
-        let remote = self.publish(&message);
-        let members: Vec<Sender> = self
-            .rooms
-            .read()
-            .room(self.room)
-            .map(|members| {
-                members
-                    .iter()
-                    .filter(|(id, _)| Some(**id) != self.except)
-                    .map(|(_, seat)| seat.sender.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
         let mut delivery = Delivery::default();
         let mut full = Vec::new();
-        for sender in &members {
-            match sender.try_send(message.clone()) {
-                Ok(()) => delivery.reached += 1,
-                Err(error) if error.is_full() => full.push(sender),
-                Err(_) => delivery.closed += 1,
+        {
+            let log = self.rooms.inner.log(self.room);
+            let mut log = log.as_deref().map(lock);
+            if let Some(log) = log.as_deref_mut() {
+                delivery.position = Some(log.next());
+                log.push(message.clone(), Instant::now());
+            }
+            delivery.remote = self.publish(&message);
+            let members: Vec<Sender> = self
+                .rooms
+                .read()
+                .room(self.room)
+                .map(|members| {
+                    members
+                        .iter()
+                        .filter(|(id, _)| Some(**id) != self.except)
+                        .map(|(_, seat)| seat.sender.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            for sender in members {
+                match sender.try_send(message.clone()) {
+                    Ok(()) => delivery.reached += 1,
+                    Err(error) if error.is_full() => full.push(sender),
+                    Err(_) => delivery.closed += 1,
+                }
             }
         }
         let waits = full.iter().map(|sender| sender.send(message.clone()));
@@ -783,7 +968,6 @@ impl<M: Clone + Send + Sync + 'static> Broadcast<'_, M> {
             };
             delivery.add(outcome);
         }
-        delivery.remote = remote;
         delivery
     }
 }
@@ -795,6 +979,7 @@ pub struct RoomsBuilder<M = ()> {
     policy: SlowMember,
     on_join: Option<Hook<M>>,
     on_leave: Option<Hook<M>>,
+    history: Option<HistoryFor>,
 }
 
 impl<M: Clone + Send + Sync + 'static> RoomsBuilder<M> {
@@ -803,7 +988,45 @@ impl<M: Clone + Send + Sync + 'static> RoomsBuilder<M> {
             policy: SlowMember::default(),
             on_join: None,
             on_leave: None,
+            history: None,
         }
+    }
+
+    /// Every room keeps a [`History`] of its broadcasts, so that members that drop can resume
+    /// ([`Rooms::join_since`]) and every broadcast has a [`Position`]. Without it (the
+    /// default), rooms keep nothing: a member that drops misses what is sent meanwhile.
+    ///
+    /// ```
+    /// use tachyon::Rooms;
+    /// use tachyon::rooms::History;
+    ///
+    /// let rooms = Rooms::builder().history(History::messages(100)).build();
+    /// ```
+    pub fn history(self, history: History) -> Self {
+        self.history_for(move |_| Some(history))
+    }
+
+    /// The [`History`] of each room, by its name (`None`: the room keeps none). Asked once
+    /// per room, when the room is first used (and again after a spent history was forgotten).
+    ///
+    /// ```
+    /// use tachyon::Rooms;
+    /// use tachyon::rooms::History;
+    ///
+    /// let rooms = Rooms::builder()
+    ///     .history_for(|room| match room.split_once(':') {
+    ///         Some(("ticker", _)) => Some(History::latest()),
+    ///         Some(("chat", _)) => Some(History::messages(100)),
+    ///         _ => None,
+    ///     })
+    ///     .build();
+    /// ```
+    pub fn history_for(
+        mut self,
+        policy: impl Fn(&str) -> Option<History> + Send + Sync + 'static,
+    ) -> Self {
+        self.history = Some(Arc::new(policy));
+        self
     }
 
     /// What broadcasts do with a member whose queue is full; default [`SlowMember::Close`].
@@ -857,6 +1080,11 @@ impl<M: Clone + Send + Sync + 'static> RoomsBuilder<M> {
                 on_leave: self.on_leave,
                 backend: make(rooms.clone()),
                 decode,
+                history: self.history,
+                logs: Mutex::new(Logs {
+                    rooms: HashMap::new(),
+                    next_sweep: Instant::now() + SWEEP_EVERY,
+                }),
             }),
         }
     }

@@ -1,0 +1,370 @@
+//! Resumable rooms over real sockets: positions in broadcasts, recovery on join with no gap
+//! and no duplicate (also under eight concurrent broadcasters), what cannot be recovered and
+//! why, the latest value on join, and each of the history's bounds.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use tachyon::rooms::{History, Position, Recovery};
+use tachyon::{Rooms, Tachyon, WebSocket, websocket};
+
+use support::{Client, Served, next_text, raw_connect, send_text, serve, within};
+
+/// Joins `room` from `since` (if it parses), says `recovered {missed}` or `not {reason:?}`,
+/// then broadcasts what it receives, prefixed with the broadcast's position.
+#[websocket("/history/{room}?<since>")]
+async fn resumer(
+    mut ws: WebSocket,
+    room: String,
+    since: Option<String>,
+    State(rooms): State<Rooms>,
+) -> tachyon::Result<()> {
+    ws.accept().await?;
+    let since = since.and_then(|text| text.parse::<Position>().ok());
+    let recovery = rooms.join_since(&room, &ws, since).await?;
+    ws.send_text(said(recovery)).await?;
+    loop {
+        let text = ws.receive_text().await?;
+        if let Some(since) = text.strip_prefix("rejoin ") {
+            let recovery = rooms.join_since(&room, &ws, since.parse().ok()).await?;
+            ws.send_text(said(recovery)).await?;
+            continue;
+        }
+        rooms
+            .to(&room)
+            .send_with(|position| format!("{} {text}", text_of(position)));
+    }
+}
+
+fn said(recovery: Recovery) -> String {
+    match recovery {
+        Recovery::Recovered { missed } => format!("recovered {missed}"),
+        Recovery::NotRecovered(reason) => format!("not {reason:?}"),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The text of the position at `offset` in `epoch`.
+fn at(epoch: u64, offset: u64) -> String {
+    format!("{epoch:016x}-{offset:016x}")
+}
+
+fn text_of(position: Option<Position>) -> String {
+    position.map_or_else(|| "none".to_owned(), |position| position.to_string())
+}
+
+async fn app(rooms: Rooms) -> Served {
+    serve(Tachyon::with_state(rooms).websocket(resumer)).await
+}
+
+/// A message as the test handler broadcasts it: its position, then its body.
+fn split(message: &str) -> (Position, String) {
+    let (position, body) = message.split_once(' ').expect("position, then body");
+    (position.parse().expect("a position"), body.to_owned())
+}
+
+async fn join(served: &Served, room: &str, since: Option<&str>) -> (Client, String) {
+    let path = match since {
+        Some(since) => format!("/history/{room}?since={since}"),
+        None => format!("/history/{room}"),
+    };
+    let mut client = raw_connect(served, &path).await;
+    let said = next_text(&mut client).await;
+    (client, said)
+}
+
+#[tokio::test]
+async fn a_member_that_comes_back_gets_what_it_missed_once_then_the_live_ones() {
+    let rooms = Rooms::builder().history(History::messages(100)).build();
+    let served = app(rooms.clone()).await;
+    let (mut member, said) = join(&served, "lobby", None).await;
+    assert_eq!(said, "not NoPosition");
+    let mut seen = Vec::new();
+    for n in 1..=5 {
+        let delivery = rooms
+            .to("lobby")
+            .send_with(|position| format!("{} m{n}", text_of(position)));
+        let position = delivery
+            .position()
+            .expect("a room with history gives positions");
+        assert_eq!(position.offset(), n);
+        let (got, body) = split(&next_text(&mut member).await);
+        assert_eq!((got, body), (position, format!("m{n}")));
+        seen.push(position);
+    }
+    drop(member);
+    within("the member leaving", async {
+        while rooms.member_count("lobby") > 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    for n in 6..=8 {
+        rooms
+            .to("lobby")
+            .send_with(|position| format!("{} m{n}", text_of(position)));
+    }
+    let since = seen[4].to_string();
+    let (mut member, said) = join(&served, "lobby", Some(&since)).await;
+    // The replay was queued before the handler's answer.
+    let mut replayed = vec![split(&said).1];
+    for _ in 0..2 {
+        replayed.push(split(&next_text(&mut member).await).1);
+    }
+    assert_eq!(replayed, ["m6", "m7", "m8"]);
+    assert_eq!(next_text(&mut member).await, "recovered 3");
+    rooms
+        .to("lobby")
+        .send_with(|position| format!("{} live", text_of(position)));
+    let (position, body) = split(&next_text(&mut member).await);
+    assert_eq!((position.offset(), body.as_str()), (9, "live"));
+}
+
+#[tokio::test]
+async fn send_with_builds_the_message_once_and_every_member_and_the_history_get_those_bytes() {
+    let rooms = Rooms::builder().history(History::messages(10)).build();
+    let served = app(rooms.clone()).await;
+    let (mut first, _) = join(&served, "r", None).await;
+    let (mut second, _) = join(&served, "r", None).await;
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let delivery = rooms.to("r").send_with({
+        let calls = Arc::clone(&calls);
+        move |position| {
+            calls.lock().expect("calls").push(position);
+            format!("{} hello", text_of(position))
+        }
+    });
+    assert_eq!(delivery.reached(), 2);
+    let position = delivery.position().expect("a position");
+    assert_eq!(
+        *calls.lock().expect("calls"),
+        [Some(position)],
+        "called once"
+    );
+    let sent = next_text(&mut first).await;
+    assert_eq!(next_text(&mut second).await, sent);
+    assert_eq!(
+        split(&sent).0,
+        position,
+        "the message carries its own position"
+    );
+    let since = at(position.epoch(), position.offset() - 1);
+    let (_, replay) = join(&served, "r", Some(&since)).await;
+    assert_eq!(replay, sent, "the replay sends the bytes that were sent");
+}
+
+#[tokio::test]
+async fn positions_the_room_never_issued_recover_nothing_and_say_why() {
+    let rooms = Rooms::builder()
+        .history_for(|room| (room != "plain").then(|| History::messages(3)))
+        .build();
+    let served = app(rooms.clone()).await;
+    let mut last = None;
+    for n in 1..=5 {
+        last = rooms.to("a").send(format!("m{n}")).position();
+    }
+    let last = last.expect("positions");
+    let other = rooms.to("b").send("b1").position().expect("positions");
+    assert_ne!(other.epoch(), last.epoch(), "each room has its own epoch");
+    // Each case below broadcasts once more to its room: far enough ahead stays in the future.
+    let future = at(last.epoch(), last.offset() + 1000);
+    let expired = at(last.epoch(), 1);
+    let (last_text, other_text) = (last.to_string(), other.to_string());
+    let cases = [
+        (last_text.as_str(), "a", "recovered 0"),
+        (expired.as_str(), "a", "not Expired"),
+        (other_text.as_str(), "a", "not OtherEpoch"),
+        (future.as_str(), "a", "not Future"),
+        ("garbage", "a", "not NoPosition"),
+        (last_text.as_str(), "plain", "not NoHistory"),
+    ];
+    for (since, room, expected) in cases {
+        let (mut client, said) = join(&served, room, Some(since)).await;
+        assert_eq!(said, expected, "since {since} in {room}");
+        // Joined live, with nothing replayed: the next message is the next broadcast.
+        let delivery = rooms.to(room).send("next");
+        let got = next_text(&mut client).await;
+        assert_eq!(got, "next", "since {since} in {room}");
+        assert!(delivery.reached() >= 1);
+    }
+}
+
+#[tokio::test]
+async fn a_latest_value_room_gives_each_new_member_the_newest_message_first() {
+    let rooms = Rooms::builder()
+        .history_for(|room| room.starts_with("ticker").then(History::latest))
+        .build();
+    let served = app(rooms.clone()).await;
+    let (mut empty, said) = join(&served, "ticker-empty", None).await;
+    assert_eq!(said, "not NoPosition", "nothing to send yet");
+    rooms.to("ticker-empty").send("first");
+    assert_eq!(next_text(&mut empty).await, "first");
+
+    for price in ["100", "101", "102"] {
+        rooms.to("ticker-a").send(price);
+    }
+    let (mut late, latest) = join(&served, "ticker-a", None).await;
+    assert_eq!(latest, "102", "the newest only, before anything else");
+    assert_eq!(next_text(&mut late).await, "not NoPosition");
+    rooms.to("ticker-a").send("103");
+    assert_eq!(next_text(&mut late).await, "103");
+
+    // Up to date: nothing again.
+    let position = rooms
+        .to("ticker-a")
+        .send("104")
+        .position()
+        .expect("a position");
+    assert_eq!(next_text(&mut late).await, "104");
+    let (_, said) = join(&served, "ticker-a", Some(&position.to_string())).await;
+    assert_eq!(said, "recovered 0");
+}
+
+#[tokio::test]
+async fn history_is_bounded_by_messages_bytes_and_age() {
+    let rooms = Rooms::builder()
+        .history_for(|room| match room {
+            "count" => Some(History::messages(3)),
+            "bytes" => Some(History::messages(100).bytes(10)),
+            "age" => Some(History::messages(100).age(Duration::from_millis(200))),
+            _ => None,
+        })
+        .build();
+    let served = app(rooms.clone()).await;
+    let start = |room: &str| rooms.to(room).send("x").position().expect("a position");
+
+    let since = start("count");
+    for n in 1..=3 {
+        rooms.to("count").send(format!("c{n}"));
+    }
+    let (_, said) = join(&served, "count", Some(&since.to_string())).await;
+    assert_eq!(said, "c1", "three kept: exactly what came after");
+    rooms.to("count").send("c4");
+    let (_, said) = join(&served, "count", Some(&since.to_string())).await;
+    assert_eq!(said, "not Expired", "c1 fell out of three");
+
+    let since = start("bytes");
+    for text in ["aaaa", "bbbb"] {
+        rooms.to("bytes").send(text);
+    }
+    let (mut client, said) = join(&served, "bytes", Some(&since.to_string())).await;
+    assert_eq!(said, "aaaa", "8 bytes fit in 10");
+    assert_eq!(next_text(&mut client).await, "bbbb");
+    rooms.to("bytes").send("cccc");
+    let (_, said) = join(&served, "bytes", Some(&since.to_string())).await;
+    assert_eq!(said, "not Expired", "12 bytes do not");
+
+    let since = start("age");
+    rooms.to("age").send("young");
+    let (_, said) = join(&served, "age", Some(&since.to_string())).await;
+    assert_eq!(said, "young");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let (_, said) = join(&served, "age", Some(&since.to_string())).await;
+    assert_eq!(said, "not Expired", "older than the age bound");
+}
+
+/// Eight tasks broadcast to one room while fifty members join it from random positions
+/// already issued: each member must get exactly the offsets after its position, each once, in
+/// order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_resuming_while_eight_tasks_broadcast_get_every_offset_once_in_order() {
+    const BROADCASTERS: u64 = 8;
+    const EACH: u64 = 250;
+    const MEMBERS: usize = 50;
+    const LAST: u64 = BROADCASTERS * EACH;
+    let rooms = Rooms::builder().history(History::messages(10_000)).build();
+    let served = app(rooms.clone()).await;
+    let issued = Arc::new(Mutex::new(vec![
+        rooms.to("hammer").send("start").position(),
+    ]));
+    // The room starts at offset 1 ("start"); the broadcasters send offsets 2 ..= LAST + 1.
+    let last = LAST + 1;
+    let broadcasters: Vec<_> = (0..BROADCASTERS)
+        .map(|b| {
+            let (rooms, issued) = (rooms.clone(), Arc::clone(&issued));
+            tokio::spawn(async move {
+                for n in 0..EACH {
+                    let delivery = rooms
+                        .to("hammer")
+                        .send_with(|position| format!("{} b{b}-{n}", text_of(position)));
+                    issued.lock().expect("issued").push(delivery.position());
+                    if n % 8 == 0 {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    let members: Vec<_> = (0..MEMBERS)
+        .map(|m| {
+            let issued = Arc::clone(&issued);
+            let addr = served.addr;
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis((m as u64 * 7) % 120)).await;
+                let since = {
+                    let issued = issued.lock().expect("issued");
+                    issued[(m * 7919) % issued.len()].expect("a position")
+                };
+                let url = format!("ws://{addr}/history/hammer?since={since}");
+                let (mut client, _) = within("connecting", tokio_tungstenite::connect_async(url))
+                    .await
+                    .expect("handshake");
+                let mut offsets = Vec::new();
+                let mut said = None;
+                while offsets.last() != Some(&last) {
+                    let text = next_text(&mut client).await;
+                    match text.split_once(' ') {
+                        Some(("recovered", _)) | Some(("not", _)) => said = Some(text),
+                        _ => offsets.push(split(&text).0.offset()),
+                    }
+                }
+                (since.offset(), offsets, said)
+            })
+        })
+        .collect();
+    for broadcaster in broadcasters {
+        within("a broadcaster", broadcaster)
+            .await
+            .expect("broadcaster");
+    }
+    for member in members {
+        let (since, offsets, said) = within("a member", member).await.expect("member");
+        let expected: Vec<u64> = (since + 1..=last).collect();
+        assert_eq!(
+            offsets, expected,
+            "from {since}: gap, duplicate or disorder"
+        );
+        assert!(
+            said.as_deref()
+                .is_some_and(|said| said.starts_with("recovered")),
+            "from {since}: {said:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_room_without_history_gives_no_position_and_a_second_join_replays_nothing() {
+    let rooms = Rooms::builder()
+        .history_for(|room| (room == "kept").then(|| History::messages(10)))
+        .build();
+    let served = app(rooms.clone()).await;
+    let (mut client, said) = join(&served, "plain", None).await;
+    assert_eq!(said, "not NoPosition");
+    send_text(&mut client, "hi").await;
+    assert_eq!(next_text(&mut client).await, "none hi");
+    assert_eq!(rooms.to("plain").send("x").position(), None);
+
+    let (mut member, _) = join(&served, "kept", None).await;
+    let first = rooms.to("kept").send("one").position().expect("a position");
+    assert_eq!(next_text(&mut member).await, "one");
+    let since = at(first.epoch(), 0);
+    send_text(&mut member, &format!("rejoin {since}")).await;
+    assert_eq!(
+        next_text(&mut member).await,
+        "not AlreadyJoined",
+        "it got \"one\" live: replaying it would send it twice"
+    );
+}
