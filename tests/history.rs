@@ -360,6 +360,16 @@ async fn a_room_without_history_gives_no_position_and_a_second_join_replays_noth
     let (mut member, _) = join(&served, "kept", None).await;
     let first = rooms.to("kept").send("one").position().expect("a position");
     assert_eq!(next_text(&mut member).await, "one");
+    let transient = rooms.to("kept").transient().send("typing...");
+    assert_eq!(
+        transient.position(),
+        None,
+        "a transient message stays out of history"
+    );
+    assert_eq!(next_text(&mut member).await, "typing...");
+    let (mut back, said) = join(&served, "kept", Some(&at(first.epoch(), 0))).await;
+    assert_eq!(said, "one", "the replay has the recorded message only");
+    assert_eq!(next_text(&mut back).await, "recovered 1");
     let since = at(first.epoch(), 0);
     send_text(&mut member, &format!("rejoin {since}")).await;
     assert_eq!(

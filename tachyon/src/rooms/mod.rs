@@ -576,6 +576,7 @@ impl<M: Clone + Send + Sync + 'static> Rooms<M> {
             room,
             except: None,
             policy: self.inner.policy,
+            transient: false,
         }
     }
 
@@ -846,6 +847,7 @@ pub struct Broadcast<'a, M = ()> {
     room: &'a str,
     except: Option<ConnectionId>,
     policy: SlowMember,
+    transient: bool,
 }
 
 impl<M: Clone + Send + Sync + 'static> Broadcast<'_, M> {
@@ -859,6 +861,22 @@ impl<M: Clone + Send + Sync + 'static> Broadcast<'_, M> {
     pub fn policy(mut self, policy: SlowMember) -> Self {
         self.policy = policy;
         self
+    }
+
+    /// Keeps this message out of the room's [`History`]: it gets no position, and a member
+    /// that resumes does not get it again. For what only matters live: presence ("x joined"),
+    /// typing indicators. No effect in a room without history.
+    pub fn transient(mut self) -> Self {
+        self.transient = true;
+        self
+    }
+
+    /// The room's log, unless this broadcast stays out of it.
+    fn log(&self) -> Option<Arc<Mutex<Log>>> {
+        if self.transient {
+            return None;
+        }
+        self.rooms.inner.log(self.room)
     }
 
     /// Sends `message` (a `String` or `&str` is text; `Bytes` or `Vec<u8>` is binary) to every
@@ -882,7 +900,7 @@ impl<M: Clone + Send + Sync + 'static> Broadcast<'_, M> {
     /// ```
     pub fn send_with<T: Into<Message>>(self, make: impl FnOnce(Option<Position>) -> T) -> Delivery {
         let inner = &self.rooms.inner;
-        let Some(log) = inner.log(self.room) else {
+        let Some(log) = self.log() else {
             let message = make(None).into();
             let mut delivery = inner.deliver(self.room, self.except, self.policy, &message);
             delivery.remote = self.publish(&message);
@@ -932,7 +950,7 @@ impl<M: Clone + Send + Sync + 'static> Broadcast<'_, M> {
         let mut delivery = Delivery::default();
         let mut full = Vec::new();
         {
-            let log = self.rooms.inner.log(self.room);
+            let log = self.log();
             let mut log = log.as_deref().map(lock);
             if let Some(log) = log.as_deref_mut() {
                 delivery.position = Some(log.next());
@@ -1112,6 +1130,7 @@ impl<M> fmt::Debug for Broadcast<'_, M> {
             .field("room", &self.room)
             .field("except", &self.except)
             .field("policy", &self.policy)
+            .field("transient", &self.transient)
             .finish_non_exhaustive()
     }
 }
