@@ -11,6 +11,7 @@ use crate::connection::ConnectionId;
 use crate::message::Message;
 
 use super::SlowMember;
+use super::history::{History, NotRecovered, Position};
 
 /// What a broadcast did beyond this server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -108,6 +109,28 @@ pub(crate) trait Backend: Send + Sync + 'static {
         message: &Message,
     ) -> Remote;
 
+    /// A placeholder position for a broadcast to a room whose history the backend keeps, if the
+    /// backend can take one now: the message is built with it, and the backend puts the real
+    /// position in its place (every occurrence of the placeholder's text, which has the same
+    /// length) once it has assigned one.
+    fn placeholder(&self) -> Option<Position>;
+
+    /// Records a broadcast built with `placeholder` in `room`'s history, and hands it to every
+    /// server, this one included: each delivers it once the backend has given it its position,
+    /// in the backend's order.
+    fn record(
+        &self,
+        room: &str,
+        except: Option<ConnectionId>,
+        policy: SlowMember,
+        history: &History,
+        placeholder: Position,
+        message: &Message,
+    ) -> Remote;
+
+    /// The messages of `room`'s history after `since`, or its newest one if `since` is `None`.
+    fn read(&self, room: &str, since: Option<Position>, history: &History) -> Answer<Read>;
+
     /// Hands a message for a connection held by another process to the backend.
     fn send_to(&self, id: ConnectionId, policy: SlowMember, message: &Message) -> Remote;
 
@@ -125,6 +148,16 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// Whether the backend is linked right now.
     fn state(&self) -> ClusterState;
+}
+
+/// What a backend read of a room's history.
+#[derive(Debug)]
+pub(crate) struct Read {
+    /// Whether every message after the position asked for was there.
+    pub(crate) outcome: Result<(), NotRecovered>,
+    /// Those messages, each with its position, oldest first; or, if not, the newest message
+    /// of a latest-value room (or nothing).
+    pub(crate) messages: Vec<(Position, Message)>,
 }
 
 /// A member as the other servers see it: its id, and its data encoded.
@@ -148,6 +181,17 @@ pub(crate) trait Local: Send + Sync + 'static {
         room: &str,
         except: Option<ConnectionId>,
         policy: SlowMember,
+        message: &Message,
+    );
+
+    /// Offers a broadcast recorded at `position` in `room`'s history to this server's members of
+    /// `room`, but `except`.
+    fn deliver_recorded(
+        &self,
+        room: &str,
+        except: Option<ConnectionId>,
+        policy: SlowMember,
+        position: Position,
         message: &Message,
     );
 

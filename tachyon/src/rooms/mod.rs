@@ -31,7 +31,7 @@ use crate::message::Message;
 use crate::sender::Sender;
 use crate::socket::WebSocket;
 
-use registry::Registry;
+use registry::{Cursor, Hold, Registry};
 
 use cluster::Backend;
 #[cfg(feature = "redis")]
@@ -190,6 +190,18 @@ type Hook<M> = Arc<dyn Fn(&Rooms<M>, &str, &Member<M>) + Send + Sync>;
 /// Which rooms keep a history, and which.
 type HistoryFor = Arc<dyn Fn(&str) -> Option<History> + Send + Sync>;
 
+/// A join, done ([`Rooms::enter`]), or waiting for the backend to give what the member missed.
+enum Entered {
+    Done(Recovery),
+    CatchUp {
+        room: Arc<str>,
+        sender: Sender,
+        cursor: Arc<Mutex<Cursor>>,
+        since: Option<Position>,
+        history: History,
+    },
+}
+
 /// How often, at most, the rooms forget histories that are spent (every message aged out) in
 /// rooms without members here.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -323,7 +335,17 @@ impl<M: Clone + Send + Sync + 'static> Rooms<M> {
     /// In a room with [`History::latest`], the member first gets the room's newest message.
     pub fn join(&self, room: &str, member: impl IntoMember<M>) -> Result<()> {
         let (sender, data) = member.into_member()?;
-        self.enter(room, &sender, data, None);
+        let entered = self.enter(room, &sender, data, None);
+        if let Entered::CatchUp { cursor, .. } = &entered {
+            // The latest value of a room whose history is in the backend: read in a task.
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    let rooms = self.clone();
+                    runtime.spawn(async move { rooms.catch_up_remote(entered).await });
+                }
+                Err(_) => lock(cursor).release(),
+            }
+        }
         Ok(())
     }
 
@@ -351,7 +373,6 @@ impl<M: Clone + Send + Sync + 'static> Rooms<M> {
     ///
     /// # Errors
     /// As [`join`](Self::join).
-    #[allow(clippy::unused_async)] // Through Redis, catching up awaits the history.
     pub async fn join_since(
         &self,
         room: &str,
@@ -359,26 +380,36 @@ impl<M: Clone + Send + Sync + 'static> Rooms<M> {
         since: Option<Position>,
     ) -> Result<Recovery> {
         let (sender, data) = member.into_member()?;
-        Ok(self.enter(room, &sender, data, since))
+        let entered = self.enter(room, &sender, data, since);
+        Ok(self.catch_up_remote(entered).await)
     }
 
     /// Joins `sender` to `room`, replaying from `since` (or the latest value) if the room keeps
     /// history, under the room's log lock: a broadcast to the room holds it from taking its
     /// position to offering the message to every member, so the replay and the live messages
     /// meet with no gap and no overlap.
-    fn enter(&self, room: &str, sender: &Sender, data: M, since: Option<Position>) -> Recovery {
+    ///
+    /// Through a backend, the history is read from it afterwards: the member is seated with a
+    /// cursor that holds live messages back until then ([`Entered::CatchUp`]).
+    fn enter(&self, room: &str, sender: &Sender, data: M, since: Option<Position>) -> Entered {
         let hook_data = self.inner.on_join.as_ref().map(|_| data.clone());
         let log = self.inner.log(room);
         let mut log = log.as_deref().map(lock);
+        let remote = self.inner.remote_history(room);
+        let cursor = remote
+            .filter(|history| since.is_some() || history.sends_latest())
+            .map(|_| Arc::new(Mutex::new(Cursor::holding())));
         let (mut recovery, replay) = match log.as_deref_mut() {
-            None if since.is_some() => (Recovery::NotRecovered(NotRecovered::NoHistory), vec![]),
-            None => (Recovery::NotRecovered(NotRecovered::NoPosition), vec![]),
             Some(log) => catch_up(log, since, Instant::now()),
+            None if since.is_some() && remote.is_none() => {
+                (Recovery::NotRecovered(NotRecovered::NoHistory), vec![])
+            }
+            None => (Recovery::NotRecovered(NotRecovered::NoPosition), vec![]),
         };
-        let joined = self.write().join(room, sender, data);
+        let joined = self.write().join(room, sender, data, cursor.clone());
         if joined.new_in_room {
             sender.shared().queue_replay(replay);
-        } else if log.is_some() {
+        } else if log.is_some() || remote.is_some() {
             // It has been getting the room's messages all along.
             recovery = Recovery::NotRecovered(NotRecovered::AlreadyJoined);
         }
@@ -405,6 +436,85 @@ impl<M: Clone + Send + Sync + 'static> Rooms<M> {
                 },
             );
         }
+        match (cursor, remote) {
+            (Some(cursor), Some(history)) if joined.new_in_room => Entered::CatchUp {
+                room: joined.room,
+                sender: sender.clone(),
+                cursor,
+                since,
+                history,
+            },
+            _ => Entered::Done(recovery),
+        }
+    }
+
+    /// Reads what a member seated by [`enter`](Self::enter) missed from the backend, queues it,
+    /// then lets the live messages held back meanwhile through (those past the replay only).
+    async fn catch_up_remote(&self, entered: Entered) -> Recovery {
+        let (room, sender, cursor, since, history) = match entered {
+            Entered::Done(recovery) => return recovery,
+            Entered::CatchUp {
+                room,
+                sender,
+                cursor,
+                since,
+                history,
+            } => (room, sender, cursor, since, history),
+        };
+        let read = match &self.inner.backend {
+            Some(backend) => backend.read(&room, since, &history).await,
+            None => Err(ClusterError::Unavailable { url: String::new() }),
+        };
+        let (recovery, replay) = match read {
+            Ok(read) => match read.outcome {
+                Ok(()) => (
+                    Recovery::Recovered {
+                        missed: read.messages.len(),
+                    },
+                    read.messages,
+                ),
+                // Without a position, "no history" is no reason: none was asked for.
+                Err(_) if since.is_none() => (
+                    Recovery::NotRecovered(NotRecovered::NoPosition),
+                    read.messages,
+                ),
+                Err(reason) => (Recovery::NotRecovered(reason), read.messages),
+            },
+            Err(error) => {
+                tracing::debug!(room = &*room, %error, "could not read the room's history");
+                (
+                    Recovery::NotRecovered(NotRecovered::Unavailable),
+                    Vec::new(),
+                )
+            }
+        };
+        let mut slow = Vec::new();
+        {
+            let mut cursor = lock(&cursor);
+            cursor.last = replay
+                .last()
+                .map(|(position, _)| *position)
+                .or(match recovery {
+                    Recovery::Recovered { .. } => since,
+                    _ => None,
+                });
+            sender
+                .shared()
+                .queue_replay(replay.into_iter().map(|(_, message)| message));
+            let mut delivery = Delivery::default();
+            for (position, message) in cursor.waiting.take().unwrap_or_default() {
+                if cursor.admits(position) {
+                    offer(
+                        &sender,
+                        &message,
+                        self.inner.policy,
+                        &mut delivery,
+                        &mut slow,
+                    );
+                }
+            }
+        }
+        close_slow(slow);
         recovery
     }
 
@@ -647,6 +757,9 @@ impl<M> Inner<M> {
     /// The log of `room`, made if the room's policy asks for history; `None` if it keeps none.
     /// Now and then, forgets the spent logs of rooms without members.
     fn log(&self, room: &str) -> Option<Arc<Mutex<Log>>> {
+        if self.backend.is_some() {
+            return None; // the backend keeps the history
+        }
         let policy = self.history.as_ref()?;
         let now = Instant::now();
         let mut logs = lock(&self.logs);
@@ -684,6 +797,57 @@ impl<M> Inner<M> {
         offer(&sender, message, policy, &mut delivery, &mut slow);
         close_slow(slow);
         Some(delivery)
+    }
+
+    /// The history of `room`, if the backend keeps it.
+    fn remote_history(&self, room: &str) -> Option<History> {
+        self.backend.as_ref()?;
+        self.history.as_ref().and_then(|policy| policy(room))
+    }
+
+    /// Offers a broadcast recorded at `position` by the backend to this server's members of
+    /// `room`, but `except`: a member catching up holds it back, or lets it through only if it
+    /// is past what it was given.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    fn deliver_recorded(
+        &self,
+        room: &str,
+        except: Option<ConnectionId>,
+        policy: SlowMember,
+        position: Position,
+        message: &Message,
+    ) {
+        let mut delivery = Delivery::default();
+        let mut slow = Vec::new();
+        {
+            let registry = self.read();
+            let Some(members) = registry.room(room) else {
+                return;
+            };
+            for (id, seat) in members {
+                if Some(*id) == except {
+                    continue;
+                }
+                let Some(cursor) = &seat.cursor else {
+                    offer(&seat.sender, message, policy, &mut delivery, &mut slow);
+                    continue;
+                };
+                let mut cursor = lock(cursor);
+                match cursor.hold(position, message) {
+                    Hold::Held => {}
+                    Hold::Full => {
+                        delivery.closed += 1;
+                        slow.push(seat.sender.clone());
+                    }
+                    Hold::Live => {
+                        if cursor.admits(position) {
+                            offer(&seat.sender, message, policy, &mut delivery, &mut slow);
+                        }
+                    }
+                }
+            }
+        }
+        close_slow(slow);
     }
 
     /// Offers `message` to this server's members of `room`, but `except`.
@@ -747,6 +911,17 @@ where
         message: &Message,
     ) {
         Inner::deliver(self, room, except, policy, message);
+    }
+
+    fn deliver_recorded(
+        &self,
+        room: &str,
+        except: Option<ConnectionId>,
+        policy: SlowMember,
+        position: Position,
+        message: &Message,
+    ) {
+        Inner::deliver_recorded(self, room, except, policy, position, message);
     }
 
     fn deliver_to(&self, id: ConnectionId, policy: SlowMember, message: &Message) {
@@ -871,6 +1046,16 @@ impl<M: Clone + Send + Sync + 'static> Broadcast<'_, M> {
         self
     }
 
+    /// The backend and the room's history, if the backend keeps it and this broadcast goes in.
+    fn recorded_remotely(&self) -> Option<(&dyn Backend, History)> {
+        if self.transient {
+            return None;
+        }
+        let inner = &self.rooms.inner;
+        let history = inner.remote_history(self.room)?;
+        Some((inner.backend.as_deref()?, history))
+    }
+
     /// The room's log, unless this broadcast stays out of it.
     fn log(&self) -> Option<Arc<Mutex<Log>>> {
         if self.transient {
@@ -900,6 +1085,27 @@ impl<M: Clone + Send + Sync + 'static> Broadcast<'_, M> {
     /// ```
     pub fn send_with<T: Into<Message>>(self, make: impl FnOnce(Option<Position>) -> T) -> Delivery {
         let inner = &self.rooms.inner;
+        if let Some((backend, history)) = self.recorded_remotely() {
+            let Some(placeholder) = backend.placeholder() else {
+                return Delivery {
+                    remote: Remote::NotDelivered,
+                    ..Delivery::default()
+                };
+            };
+            let message = make(Some(placeholder)).into();
+            let remote = backend.record(
+                self.room,
+                self.except,
+                self.policy,
+                &history,
+                placeholder,
+                &message,
+            );
+            return Delivery {
+                remote,
+                ..Delivery::default()
+            };
+        }
         let Some(log) = self.log() else {
             let message = make(None).into();
             let mut delivery = inner.deliver(self.room, self.except, self.policy, &message);
@@ -946,6 +1152,9 @@ impl<M: Clone + Send + Sync + 'static> Broadcast<'_, M> {
     /// had to be waited for may get it after later broadcasts: where order matters, use
     /// [`send`](Self::send) and let members that fall behind resume from their position.
     pub async fn send_waiting(self, message: impl Into<Message>) -> Delivery {
+        if self.recorded_remotely().is_some() {
+            return self.send(message);
+        }
         let message = message.into();
         let mut delivery = Delivery::default();
         let mut full = Vec::new();

@@ -3,9 +3,11 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::connection::ConnectionId;
+use crate::message::Message;
+use crate::rooms::history::Position;
 use crate::sender::Sender;
 
 /// Rooms by name (each member with its sender and the data it joined with), and the rooms of
@@ -30,6 +32,73 @@ impl<M> Default for Registry<M> {
 pub(crate) struct Seat<M> {
     pub(crate) sender: Sender,
     pub(crate) data: M,
+    /// How far a member that resumed through a backend has got in the room's history: set
+    /// only for those (an in-process room orders its deliveries under its log's lock instead).
+    pub(crate) cursor: Option<Arc<Mutex<Cursor>>>,
+}
+
+/// Where a member that resumed through a backend stands in the room's history. While its
+/// missed messages are read, live ones wait in `waiting`; once the replay is queued, live ones
+/// go out only if they are past `last`, so that none comes twice.
+#[derive(Debug, Default)]
+pub(crate) struct Cursor {
+    /// The newest position this member has been given.
+    pub(crate) last: Option<Position>,
+    /// Live messages held back while the replay is read: `Some` until it is queued.
+    pub(crate) waiting: Option<Vec<(Position, Message)>>,
+}
+
+/// The most live messages a member catching up holds back; past that, it is closed as too
+/// slow (it can resume again).
+const MOST_WAITING: usize = 4096;
+
+/// What [`Cursor::hold`] did.
+pub(crate) enum Hold {
+    /// Held back until the replay is queued.
+    Held,
+    /// Too much is held back already: the member must be closed (it did not get this one).
+    Full,
+    /// The member is live: offer the message if [`Cursor::admits`] it.
+    Live,
+}
+
+impl Cursor {
+    /// A cursor that holds live messages back.
+    pub(crate) fn holding() -> Self {
+        Self {
+            last: None,
+            waiting: Some(Vec::new()),
+        }
+    }
+
+    /// Stops holding back, having given nothing: every live message goes through.
+    pub(crate) fn release(&mut self) {
+        self.waiting = None;
+    }
+
+    /// Holds `message` back if the member is catching up.
+    pub(crate) fn hold(&mut self, position: Position, message: &Message) -> Hold {
+        let Some(waiting) = &mut self.waiting else {
+            return Hold::Live;
+        };
+        if waiting.len() >= MOST_WAITING {
+            return Hold::Full;
+        }
+        waiting.push((position, message.clone()));
+        Hold::Held
+    }
+
+    /// Whether the message at `position` is new to this member; if so, it is now the last.
+    /// A position of another epoch is new: the history was lost and began again.
+    pub(crate) fn admits(&mut self, position: Position) -> bool {
+        let seen = self.last.is_some_and(|last| {
+            last.epoch() == position.epoch() && position.offset() <= last.offset()
+        });
+        if !seen {
+            self.last = Some(position);
+        }
+        !seen
+    }
 }
 
 #[derive(Debug)]
@@ -49,23 +118,34 @@ pub(crate) struct Joined {
 }
 
 impl<M> Registry<M> {
-    /// Puts `sender` in `room` with `data` (replacing the data if it was in already).
-    pub(crate) fn join(&mut self, room: &str, sender: &Sender, data: M) -> Joined {
+    /// Puts `sender` in `room` with `data` and `cursor` (replacing only the data if it was in
+    /// already).
+    pub(crate) fn join(
+        &mut self,
+        room: &str,
+        sender: &Sender,
+        data: M,
+        cursor: Option<Arc<Mutex<Cursor>>>,
+    ) -> Joined {
         let id = sender.id();
         let name: Arc<str> = match self.rooms.get_key_value(room) {
             Some((name, _)) => Arc::clone(name),
             None => Arc::from(room),
         };
-        let seat = Seat {
-            sender: sender.clone(),
-            data,
+        let new_in_room = match self.rooms.entry(Arc::clone(&name)).or_default().entry(id) {
+            Entry::Occupied(mut seat) => {
+                seat.get_mut().data = data;
+                false
+            }
+            Entry::Vacant(vacant) => {
+                vacant.insert(Seat {
+                    sender: sender.clone(),
+                    data,
+                    cursor,
+                });
+                true
+            }
         };
-        let new_in_room = self
-            .rooms
-            .entry(Arc::clone(&name))
-            .or_default()
-            .insert(id, seat)
-            .is_none();
         let new_member = match self.members.entry(id) {
             Entry::Occupied(mut member) => {
                 if new_in_room {

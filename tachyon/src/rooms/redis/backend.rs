@@ -7,22 +7,30 @@ use std::sync::{Arc, PoisonError};
 use redis::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::connection::ConnectionId;
+use std::time::Duration;
+
+use crate::connection::{ConnectionId, random_u64};
 use crate::message::Message;
 use crate::rooms::SlowMember;
-use crate::rooms::cluster::{Answer, Backend, ClusterState, Remote};
+use crate::rooms::cluster::{Answer, Backend, ClusterState, Read, Remote};
+use crate::rooms::history::{History, NotRecovered, Position};
 
 use super::envelope::Envelope;
 use super::keys::Keys;
-use super::scripts::CLUSTER_MEMBERS;
+use super::scripts::{CLUSTER_MEMBERS, READ, RECORD};
 use super::state::{LinkState, Permit};
+
+/// How long a room's history stays in Redis after its last broadcast when its [`History`] has
+/// no age bound.
+const UNAGED_EXPIRY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// What the rooms ask of the link, in order.
 pub(super) enum Command {
-    /// Publish `payload` on `channel`, paid for by `permit`.
+    /// Send `command` (a `PUBLISH`, or the script that records a broadcast and publishes it,
+    /// when `recorded`), paid for by `permit`.
     Publish {
-        channel: String,
-        payload: Vec<u8>,
+        command: redis::Cmd,
+        recorded: bool,
         permit: Permit,
     },
     /// A cluster-wide question. Queued behind the broadcasts and answered after the pending
@@ -43,16 +51,16 @@ pub(super) struct RedisBackend {
 }
 
 impl RedisBackend {
-    fn queue(&self, channel: String, payload: Vec<u8>) -> Remote {
+    fn queue(&self, command: redis::Cmd, bytes: usize, recorded: bool) -> Remote {
         if !self.state.up.load(Ordering::Acquire) {
             return Remote::NotDelivered;
         }
-        let Some(permit) = Permit::take(&self.state, payload.len()) else {
+        let Some(permit) = Permit::take(&self.state, bytes) else {
             return Remote::NotDelivered;
         };
         let command = Command::Publish {
-            channel,
-            payload,
+            command,
+            recorded,
             permit,
         };
         // A refused command comes back in the error and is dropped here, with its permit.
@@ -60,6 +68,13 @@ impl RedisBackend {
             Ok(()) => Remote::Sent,
             Err(_) => Remote::NotDelivered,
         }
+    }
+
+    fn publish_on(&self, channel: String, envelope: Vec<u8>) -> Remote {
+        let bytes = envelope.len();
+        let mut command = redis::cmd("PUBLISH");
+        command.arg(channel).arg(envelope);
+        self.queue(command, bytes, false)
     }
 
     /// Queues `command` (waiting for room: the caller awaits an answer anyway) and waits for
@@ -125,13 +140,77 @@ impl Backend for RedisBackend {
         policy: SlowMember,
         message: &Message,
     ) -> Remote {
-        let envelope = Envelope::encode(self.keys.node, except, None, policy, message);
-        self.queue(self.keys.room(room), envelope)
+        let envelope = Envelope::encode(self.keys.node, except, None, policy, None, message);
+        self.publish_on(self.keys.room(room), envelope)
+    }
+
+    fn placeholder(&self) -> Option<Position> {
+        self.state
+            .up
+            .load(Ordering::Acquire)
+            .then(|| Position::new(random_u64(), random_u64()))
+    }
+
+    fn record(
+        &self,
+        room: &str,
+        except: Option<ConnectionId>,
+        policy: SlowMember,
+        history: &History,
+        placeholder: Position,
+        message: &Message,
+    ) -> Remote {
+        let position = Some(placeholder);
+        let envelope = Envelope::encode(self.keys.node, except, None, policy, position, message);
+        let bytes = envelope.len();
+        let age = history.max_age().map_or(0, millis);
+        let expiry = millis(history.max_age().unwrap_or(UNAGED_EXPIRY));
+        let mut command = redis::cmd("EVALSHA");
+        command
+            .arg(&RECORD.hash)
+            .arg(2)
+            .arg(self.keys.history_of(room))
+            .arg(self.keys.history_meta_of(room))
+            .arg(envelope)
+            .arg(placeholder.to_string())
+            .arg(format!("{:016x}", random_u64()))
+            .arg(history.max_messages())
+            .arg(history.max_bytes())
+            .arg(age)
+            .arg(expiry.max(1))
+            .arg(self.keys.room(room))
+            .arg(Envelope::header_len(except, None, position));
+        self.queue(command, bytes, true)
+    }
+
+    fn read(&self, room: &str, since: Option<Position>, history: &History) -> Answer<Read> {
+        let mut question = redis::cmd("EVAL");
+        question
+            .arg(&READ.source)
+            .arg(2)
+            .arg(self.keys.history_of(room))
+            .arg(self.keys.history_meta_of(room))
+            .arg(since.map_or_else(String::new, |since| format!("{:016x}", since.epoch())))
+            .arg(since.map_or(0, |since| since.offset()))
+            .arg(history.max_messages())
+            .arg(history.max_messages())
+            .arg(history.max_bytes())
+            .arg(history.max_age().map_or(0, millis))
+            .arg(if history.sends_latest() { "1" } else { "0" });
+        let state = Arc::clone(&self.state);
+        let value = self.ask(|answer| Command::Ask { question, answer });
+        Box::pin(async move {
+            let value: Value = value.await?;
+            let value = value.extract_error().map_err(|error| state.failed(error))?;
+            let reply: Vec<Vec<u8>> =
+                redis::from_redis_value(value).map_err(|error| state.failed(error))?;
+            Ok(read_reply(reply))
+        })
     }
 
     fn send_to(&self, id: ConnectionId, policy: SlowMember, message: &Message) -> Remote {
-        let envelope = Envelope::encode(self.keys.node, None, Some(id), policy, message);
-        self.queue(self.keys.process(id.process()), envelope)
+        let envelope = Envelope::encode(self.keys.node, None, Some(id), policy, None, message);
+        self.publish_on(self.keys.process(id.process()), envelope)
     }
 
     fn membership_changed(&self, room: &Arc<str>, id: ConnectionId) {
@@ -187,4 +266,30 @@ impl Backend for RedisBackend {
             ClusterState::Reconnecting
         }
     }
+}
+
+/// What the read script answered: `ok` and the envelopes after the position, or why not and
+/// perhaps the newest envelope. An envelope this version cannot read is left out.
+fn read_reply(reply: Vec<Vec<u8>>) -> Read {
+    let mut reply = reply.into_iter();
+    let status = reply.next().unwrap_or_default();
+    let messages = reply
+        .filter_map(|envelope| {
+            let envelope = Envelope::decode(&envelope)?;
+            Some((envelope.position?, envelope.message))
+        })
+        .collect();
+    let outcome = match &status[..] {
+        b"ok" => Ok(()),
+        b"unasked" => Err(NotRecovered::NoPosition),
+        b"future" => Err(NotRecovered::Future),
+        b"expired" => Err(NotRecovered::Expired),
+        // `none`: Redis has no history of the room (never had, expired, evicted, emptied).
+        _ => Err(NotRecovered::OtherEpoch),
+    };
+    Read { outcome, messages }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

@@ -32,8 +32,10 @@ pub(super) async fn hand_out(
             }
             continue;
         };
-        if envelope.origin == keys.node {
-            continue; // this node delivered its own broadcast when it was made
+        if envelope.origin == keys.node && envelope.position.is_none() {
+            // This node delivered its own broadcast when it was made. A recorded one it did
+            // not: every node delivers those as they come back, in Redis's order.
+            continue;
         }
         let Some(rooms) = rooms.upgrade() else {
             return;
@@ -41,14 +43,18 @@ pub(super) async fn hand_out(
         let room = channel
             .strip_prefix(keys.room_channel.as_bytes())
             .and_then(|room| std::str::from_utf8(room).ok());
-        match (room, envelope.target) {
-            (Some(room), _) => {
+        match (room, envelope.target, envelope.position) {
+            (Some(room), _, Some(position)) => {
+                let message = &envelope.message;
+                rooms.deliver_recorded(room, envelope.except, envelope.policy, position, message);
+            }
+            (Some(room), _, None) => {
                 rooms.deliver(room, envelope.except, envelope.policy, &envelope.message);
             }
-            (None, Some(target)) => {
+            (None, Some(target), _) => {
                 rooms.deliver_to(target, envelope.policy, &envelope.message);
             }
-            (None, None) => {}
+            (None, None, _) => {}
         }
     }
 }

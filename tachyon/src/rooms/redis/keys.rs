@@ -15,6 +15,11 @@ pub(super) struct Keys {
     pub(super) members: String,
     /// `{prefix}:nodes`: the live nodes, scored by when their heartbeat expires.
     pub(super) nodes: String,
+    /// `{prefix}:history:`, followed by the room's name: the stream of a room's history.
+    history: String,
+    /// `{prefix}:history-meta:`, followed by the room's name: the epoch of that history, its
+    /// newest offset, and the bytes it holds.
+    history_meta: String,
 }
 
 impl Keys {
@@ -25,6 +30,8 @@ impl Keys {
             process_channel: format!("{prefix}:process:"),
             members: format!("{prefix}:members:"),
             nodes: format!("{prefix}:nodes"),
+            history: format!("{prefix}:history:"),
+            history_meta: format!("{prefix}:history-meta:"),
         }
     }
 
@@ -38,6 +45,14 @@ impl Keys {
 
     pub(super) fn process(&self, process: u64) -> String {
         format!("{}{process:016x}", self.process_channel)
+    }
+
+    pub(super) fn history_of(&self, room: &str) -> String {
+        format!("{}{room}", self.history)
+    }
+
+    pub(super) fn history_meta_of(&self, room: &str) -> String {
+        format!("{}{room}", self.history_meta)
     }
 
     pub(super) fn members_of(&self, room: &str) -> String {

@@ -17,7 +17,7 @@ use crate::rooms::cluster::Local;
 use super::backend::Command;
 use super::connection::{Connection, within};
 use super::keys::Keys;
-use super::scripts::HEARTBEAT;
+use super::scripts::{HEARTBEAT, RECORD};
 use super::state::{BoxError, LinkState, Permit};
 
 /// The longest wait between two attempts to reconnect.
@@ -31,6 +31,9 @@ const PIPELINE_BYTES: usize = 1024 * 1024;
 enum Slot {
     /// A membership write: an error reply means Redis lost it.
     Membership,
+    /// A recorded broadcast: an error reply means it reached no one (the script was flushed,
+    /// Redis is out of memory).
+    Record,
     Ask(oneshot::Sender<Value>),
 }
 
@@ -151,12 +154,17 @@ impl Link {
         for command in batch.drain(..) {
             match command {
                 Command::Publish {
-                    channel,
-                    payload,
+                    command,
+                    recorded,
                     permit,
                 } => {
-                    bytes += payload.len();
-                    pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
+                    bytes += permit.bytes();
+                    if recorded {
+                        pipe.add_command(command);
+                        slots.push(Slot::Record);
+                    } else {
+                        pipe.add_command(command).ignore();
+                    }
                     paid.push(permit);
                     if bytes >= PIPELINE_BYTES {
                         self.send(connection, &mut pipe, &mut slots).await?;
@@ -237,6 +245,16 @@ impl Link {
                         self.state.dirty.store(true, Ordering::Release);
                     }
                 }
+                Slot::Record => {
+                    if let Value::ServerError(error) = reply {
+                        // The next heartbeat writes everything again, the script included.
+                        self.state.dirty.store(true, Ordering::Release);
+                        tracing::warn!(
+                            url = %self.state.url, ?error,
+                            "Redis refused to record a broadcast: it reached no one"
+                        );
+                    }
+                }
                 Slot::Ask(answer) => {
                     let _ = answer.send(reply);
                 }
@@ -309,6 +327,8 @@ impl Link {
             hset.ignore();
             pipe.cmd("PEXPIRE").arg(&key).arg(expiry).ignore();
         }
+        // The script that records broadcasts: a Redis that restarted has forgotten it.
+        pipe.cmd("SCRIPT").arg("LOAD").arg(&RECORD.source).ignore();
         within(timeout, pipe.query_async::<()>(&mut connection.commands)).await?;
         self.linked = wanted;
         self.beat(connection).await?;

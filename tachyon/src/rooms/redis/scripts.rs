@@ -33,3 +33,115 @@ for _, node in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
 end
 if ARGV[3] == 'count' then return count end
 return members";
+
+/// The history scripts' first lines: Redis's clock, and dropping a room's oldest messages while
+/// any bound is exceeded (each entry: `e` the envelope, `t` when it was added, `n` its
+/// message's length; the meta hash keeps `bytes`, the sum of `n`). Each entry is dropped once,
+/// so the work is bounded by what was added.
+const HISTORY_PRELUDE: &str = "\
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local function trim(stream, meta, max_messages, max_bytes, max_age)
+  local bytes = tonumber(redis.call('HGET', meta, 'bytes') or '0')
+  while true do
+    local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
+    if not first then break end
+    local at, n = tonumber(first[2][4]), tonumber(first[2][6])
+    local over = redis.call('XLEN', stream) > max_messages or bytes > max_bytes
+      or (max_age > 0 and at < now - max_age)
+    if not over then break end
+    redis.call('XDEL', stream, first[1])
+    bytes = redis.call('HINCRBY', meta, 'bytes', -n)
+  end
+end
+";
+
+/// Records a broadcast in a room's history and publishes it: takes the room's next offset
+/// (starting a new epoch, `ARGV[3]`, if the history is gone), puts the position in place of
+/// every occurrence of the placeholder's text (`ARGV[2]`, the same length) in the envelope
+/// (`ARGV[1]`), appends it to the stream at id `0-{offset}`, trims, renews both keys' expiry
+/// (`ARGV[7]` ms) and publishes on `ARGV[8]`. `ARGV[4..6]`: the bounds in messages, bytes and
+/// ms (0: none); `ARGV[9]`: the envelope's header length. Returns the offset.
+const RECORD_BODY: &str = "\
+local stream, meta = KEYS[1], KEYS[2]
+local envelope, placeholder = ARGV[1], ARGV[2]
+local epoch = redis.call('HGET', meta, 'epoch')
+if not epoch then
+  epoch = ARGV[3]
+  redis.call('DEL', stream)
+  redis.call('HSET', meta, 'epoch', epoch, 'offset', 0, 'bytes', 0)
+end
+local offset = redis.call('HINCRBY', meta, 'offset', 1)
+local position = epoch .. '-' .. string.format('%016x', offset)
+local parts, from = {}, 1
+while true do
+  local s, e = string.find(envelope, placeholder, from, true)
+  if not s then break end
+  parts[#parts + 1] = string.sub(envelope, from, s - 1)
+  parts[#parts + 1] = position
+  from = e + 1
+end
+parts[#parts + 1] = string.sub(envelope, from)
+envelope = table.concat(parts)
+local n = #envelope - tonumber(ARGV[9])
+redis.call('XADD', stream, '0-' .. string.format('%d', offset), 'e', envelope, 't', now, 'n', n)
+redis.call('HINCRBY', meta, 'bytes', n)
+trim(stream, meta, tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]))
+redis.call('PEXPIRE', stream, ARGV[7])
+redis.call('PEXPIRE', meta, ARGV[7])
+redis.call('PUBLISH', ARGV[8], envelope)
+return offset";
+
+/// Reads a room's history after position `ARGV[1]` (epoch, empty for none) and `ARGV[2]`
+/// (offset), at most `ARGV[3]` messages, after trimming to the bounds `ARGV[4..6]`. Returns
+/// `{'ok', envelopes...}` when every message after the position is there, otherwise
+/// `{why}` (`none`: no history; `unasked`: no position given; `epoch`, `future`, `expired`),
+/// followed by the newest envelope if `ARGV[7]` is `1` (a latest-value room).
+const READ_BODY: &str = "\
+local stream, meta = KEYS[1], KEYS[2]
+local epoch = redis.call('HGET', meta, 'epoch')
+if not epoch then return {'none'} end
+trim(stream, meta, tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]))
+local last = tonumber(redis.call('HGET', meta, 'offset'))
+local function refuse(why)
+  if ARGV[7] ~= '1' then return {why} end
+  local newest = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
+  if not newest then return {why} end
+  return {why, newest[2][2]}
+end
+if ARGV[1] == '' then return refuse('unasked') end
+if ARGV[1] ~= epoch then return refuse('epoch') end
+local since = tonumber(ARGV[2])
+if since > last then return refuse('future') end
+local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
+local first_offset = last + 1
+if first then first_offset = tonumber(string.sub(first[1], 3)) end
+if since + 1 < first_offset then return refuse('expired') end
+local reply = {'ok'}
+local from = '0-' .. string.format('%d', since + 1)
+for _, entry in ipairs(redis.call('XRANGE', stream, from, '+', 'COUNT', ARGV[3])) do
+  reply[#reply + 1] = entry[2][2]
+end
+return reply";
+
+/// A script and its SHA-1, for `EVALSHA`: the link loads it on every connection.
+#[derive(Debug)]
+pub(super) struct Lua {
+    pub(super) source: String,
+    pub(super) hash: String,
+}
+
+impl Lua {
+    fn new(source: String) -> Self {
+        let hash = redis::Script::new(&source).get_hash().to_owned();
+        Self { source, hash }
+    }
+}
+
+/// [`RECORD_BODY`] with its prelude, run once per recorded broadcast (by `EVALSHA`).
+pub(super) static RECORD: std::sync::LazyLock<Lua> =
+    std::sync::LazyLock::new(|| Lua::new(format!("{HISTORY_PRELUDE}{RECORD_BODY}")));
+
+/// [`READ_BODY`] with its prelude, run once per resuming join (by `EVAL`).
+pub(super) static READ: std::sync::LazyLock<Lua> =
+    std::sync::LazyLock::new(|| Lua::new(format!("{HISTORY_PRELUDE}{READ_BODY}")));

@@ -73,6 +73,11 @@ pub(super) struct Permit {
 }
 
 impl Permit {
+    /// The bytes it holds.
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Takes `bytes` of the budget, or `None` if that would go over it.
     pub(super) fn take(state: &Arc<LinkState>, bytes: usize) -> Option<Self> {
         state
