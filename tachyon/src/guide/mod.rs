@@ -13,13 +13,15 @@
 //!    router and server.
 //! 5. [Rooms](rooms): membership, broadcast, slow members, presence with member data, rooms
 //!    across servers through Redis.
-//! 6. [Security and limits](security): origins, timeouts, connection limits, what bad input
+//! 6. [Resumable rooms](resuming): history, positions, catching up after a reconnect with no
+//!    gap and no duplicate, the latest value on join, the guarantees.
+//! 7. [Security and limits](security): origins, timeouts, connection limits, what bad input
 //!    gets.
-//! 7. [Errors and logging](errors): where errors go (`tracing`), the `500` before `accept`, the
+//! 8. [Errors and logging](errors): where errors go (`tracing`), the `500` before `accept`, the
 //!    1011 after it.
-//! 8. [Testing](testing): axum-test clients for the happy path, refused handshakes and
+//! 9. [Testing](testing): axum-test clients for the happy path, refused handshakes and
 //!    broadcasts.
-//! 9. [Differences from the Python original](python).
+//! 10. [Differences from the Python original](python).
 //!
 //! The [`websocket`](crate::websocket) attribute has its own reference: the path syntax, the
 //! arguments, the options and what it generates.
@@ -41,6 +43,9 @@ pub mod routers {}
 
 #[doc = include_str!("rooms.md")]
 pub mod rooms {}
+
+#[doc = include_str!("resuming.md")]
+pub mod resuming {}
 
 #[doc = include_str!("security.md")]
 pub mod security {}

@@ -69,9 +69,10 @@ where
     /// [`Remote::NotDelivered`] once its own link is known to be down (until the loss is
     /// noticed, at worst a heartbeat and a timeout later, broadcasts are reported
     /// [`Remote::Sent`] and may be lost; the log counts them). The link reconnects by itself with
-    /// backoff, and resubscribes. When every message must arrive, keep them in a store the
-    /// clients can catch up from (a Redis stream, a database) and use the broadcast as the
-    /// nudge.
+    /// backoff, and resubscribes. When every message must arrive, give the rooms a
+    /// [`History`](super::History) ([`history`](Self::history)): it is kept in Redis, and a
+    /// member that missed messages catches up with [`Rooms::join_since`], on any server
+    /// ([guide](crate::guide::resuming)).
     ///
     /// Member data ([`Rooms::with_member_data`]) is written as JSON beside each member's id,
     /// in the same command as the join.
