@@ -389,3 +389,54 @@ async fn a_room_without_history_gives_no_position_and_a_second_join_replays_noth
         "it got \"one\" live: replaying it would send it twice"
     );
 }
+
+/// A client resuming over and over costs each time at most the history's size, and leaves
+/// nothing behind: every resume is answered the same, and the room ends empty.
+#[tokio::test]
+async fn resuming_in_a_tight_loop_is_answered_each_time_and_leaves_nothing_behind() {
+    let rooms = Rooms::builder().history(History::messages(5)).build();
+    let served = app(rooms.clone()).await;
+    let mut last = None;
+    for n in 1..=8 {
+        last = rooms.to("loop").send(format!("m{n}")).position();
+    }
+    let last = last.expect("positions");
+    let kept = at(last.epoch(), last.offset() - 2);
+    let expired = at(last.epoch(), 1);
+    for round in 0..100 {
+        let (mut client, first) = join(&served, "loop", Some(&kept)).await;
+        assert_eq!(first, "m7", "round {round}");
+        assert_eq!(next_text(&mut client).await, "m8");
+        assert_eq!(next_text(&mut client).await, "recovered 2");
+        let (_, said) = join(&served, "loop", Some(&expired)).await;
+        assert_eq!(said, "not Expired", "round {round}");
+    }
+    within("every client to leave", async {
+        while rooms.member_count("loop") > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        rooms
+            .to("loop")
+            .send("after")
+            .position()
+            .map(|p| p.offset()),
+        Some(9)
+    );
+}
+
+/// A server that restarts has lost its in-process history: its rooms start a new epoch, and a
+/// client coming back with a position from before is told so.
+#[tokio::test]
+async fn after_a_restart_a_position_from_before_is_another_epochs() {
+    let before = Rooms::builder().history(History::messages(10)).build();
+    let position = before.to("r").send("old").position().expect("a position");
+    drop(before);
+    let after = Rooms::builder().history(History::messages(10)).build();
+    after.to("r").send("new");
+    let served = app(after.clone()).await;
+    let (_, said) = join(&served, "r", Some(&position.to_string())).await;
+    assert_eq!(said, "not OtherEpoch");
+}
