@@ -1,13 +1,22 @@
-//! A chat app on `Rooms`: pick a name and a room, talk, and see who is there.
+//! A chat app on `Rooms`: pick a name and a room, talk, and see who is there. A page that loses
+//! its connection reconnects by itself and gets what it missed.
 //!
 //! Run it with `cargo run --example chat` (add `-- --addr 127.0.0.1:9000` for another address),
 //! then open <http://127.0.0.1:8000/> in two browser windows. The member list and the join and
 //! leave notices update live; a member leaves its room however its connection ends (closed tab,
 //! lost network, keepalive timeout), and the others are told.
 //!
+//! Every room keeps a history of its last 1000 messages, for 10 minutes, and at most 1 MiB of
+//! them (`History::messages(1000).age(..)`, the default byte bound): a page that was away for
+//! less than that (a laptop lid, a tunnel, a server restarted behind a load balancer) gets every
+//! message it missed, once, in order; one away for longer is told that some may be missing.
+//! Presence (`joined`, `left`, `members`) is never replayed: it only matters live.
+//!
 //! Several instances share their rooms through Redis: people on different instances talk in one
-//! room, and the member list counts everyone: each member's name is its member data, which the
-//! rooms keep with its membership, in Redis too.
+//! room, the member list counts everyone (each member's name is its member data, which the rooms
+//! keep with its membership, in Redis too), and the history is shared, so a page whose instance
+//! stopped resumes on another one. The page reconnects to the origin it was loaded from: put the
+//! instances behind one address (a load balancer) for that.
 //!
 //! ```sh
 //! redis-server --port 6379 &
@@ -15,11 +24,31 @@
 //! cargo run --example chat -- --addr 127.0.0.1:8001 --redis redis://127.0.0.1:6379
 //! ```
 //!
-//! The protocol is JSON. The client sends `{"type": "join", "name": "..."}` first, then
-//! `{"type": "message", "text": "..."}`. The server sends `members` (the room's names), `joined`
-//! and `left` notices, `message`s, and `error`s.
+//! The protocol is JSON over `/chat/{room}`. The client sends a `join` first, then `message`s:
+//!
+//! - `{"type": "join", "name": "...", "since": "<pos>"}`: `since` is optional; give it the `pos`
+//!   of the last message shown when reconnecting.
+//! - `{"type": "message", "text": "..."}`.
+//!
+//! The server sends:
+//!
+//! - `{"type": "message", "pos": "<pos>", "name": "...", "text": "..."}`: `pos` is the message's
+//!   place in the room's history, a string the client keeps as it is (opaque) and gives back
+//!   as `since`.
+//! - after a `join` with `since` only: first every `message` sent after `since` (with its own
+//!   `pos`), then `{"type": "resumed", "recovered": true, "missed": N}`; or, when the history no
+//!   longer holds them all (too old, too many, a `since` the server never sent), only
+//!   `{"type": "resumed", "recovered": false}`: nothing is replayed, and the client should say
+//!   that messages may be missing. `resumed` follows the last replayed `message`; the `joined`
+//!   notice of this join, and a message someone sends during it, may come before `resumed`. No
+//!   `message` comes twice.
+//! - `{"type": "members", "members": [...]}` (the room's names), `{"type": "joined", "name":
+//!   "..."}` and `{"type": "left", "name": "..."}` notices, live only.
+//! - `{"type": "error", "error": "..."}` for a message it could not read; a first message that
+//!   is not a valid `join` is answered with a 1008 close instead.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -27,26 +56,67 @@ use axum::extract::{FromRef, State};
 use axum::response::Html;
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
-use tachyon::rooms::{Member, RedisConfig, RoomsBuilder};
+use tachyon::rooms::{History, Member, Position, Recovery, RedisConfig, RoomsBuilder};
 use tachyon::{CloseCode, Rooms, Tachyon, WebSocket, websocket};
 
 /// What a client sends.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 enum ClientMessage {
-    Join { name: String },
-    Message { text: String },
+    /// `since`: the `pos` of the last message the client showed; any text at all, since a
+    /// client sent it.
+    Join {
+        name: String,
+        since: Option<String>,
+    },
+    Message {
+        text: String,
+    },
 }
 
 /// What the server sends.
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 enum ServerMessage<'a> {
-    Members { members: Vec<String> },
-    Joined { name: &'a str },
-    Left { name: &'a str },
-    Message { name: &'a str, text: &'a str },
-    Error { error: &'a str },
+    Members {
+        members: Vec<String>,
+    },
+    Joined {
+        name: &'a str,
+    },
+    Left {
+        name: &'a str,
+    },
+    Message {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pos: Option<Position>,
+        name: &'a str,
+        text: &'a str,
+    },
+    Resumed {
+        recovered: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        missed: Option<usize>,
+    },
+    Error {
+        error: &'a str,
+    },
+}
+
+impl ServerMessage<'_> {
+    /// How a resuming join went (the reason it did not is the server's business).
+    fn resumed(recovery: Recovery) -> Self {
+        match recovery {
+            Recovery::Recovered { missed } => Self::Resumed {
+                recovered: true,
+                missed: Some(missed),
+            },
+            _ => Self::Resumed {
+                recovered: false,
+                missed: None,
+            },
+        }
+    }
 }
 
 /// The app's state: the rooms, whose members carry their name, and with Redis, the queue of
@@ -70,6 +140,7 @@ fn announce_members(rooms: &Rooms<String>, room: &str, changes: Option<&mpsc::Se
         let members = names(rooms.members(room));
         let _ = rooms
             .to(room)
+            .transient()
             .send_json(&ServerMessage::Members { members });
         return;
     };
@@ -98,6 +169,7 @@ async fn announce(rooms: Rooms<String>, mut changes: mpsc::Receiver<String>) {
                 let members = names(members);
                 let _ = rooms
                     .to(&room)
+                    .transient()
                     .send_json(&ServerMessage::Members { members });
             }
             Ok(_) => {}
@@ -127,14 +199,18 @@ impl Chat {
     fn announcing(changes: Option<mpsc::Sender<String>>) -> RoomsBuilder<String> {
         let on_leave_changes = changes.clone();
         Rooms::with_member_data::<String>()
+            // What a page that comes back can still get: see the header.
+            .history(History::messages(1000).age(Duration::from_secs(10 * 60)))
             .on_join(move |rooms, room, member| {
                 let name = member.data();
-                let _ = rooms.to(room).send_json(&ServerMessage::Joined { name });
+                let joined = ServerMessage::Joined { name };
+                let _ = rooms.to(room).transient().send_json(&joined);
                 announce_members(rooms, room, changes.as_ref());
             })
             .on_leave(move |rooms, room, member| {
                 let name = member.data();
-                let _ = rooms.to(room).send_json(&ServerMessage::Left { name });
+                let left = ServerMessage::Left { name };
+                let _ = rooms.to(room).transient().send_json(&left);
                 announce_members(rooms, room, on_leave_changes.as_ref());
             })
     }
@@ -146,11 +222,11 @@ const MAX_NAME: usize = 32;
 #[websocket("/chat/{room}", max_message_size = 16 * 1024)]
 async fn chat(mut ws: WebSocket, room: String, State(chat): State<Chat>) -> tachyon::Result<()> {
     ws.accept().await?;
-    let name = match ws.receive_json::<ClientMessage>().await {
-        Ok(ClientMessage::Join { name })
+    let (name, since) = match ws.receive_json::<ClientMessage>().await {
+        Ok(ClientMessage::Join { name, since })
             if !name.trim().is_empty() && name.trim().chars().count() <= MAX_NAME =>
         {
-            name.trim().to_owned()
+            (name.trim().to_owned(), since)
         }
         Ok(_) | Err(tachyon::Error::InvalidJson(_)) => {
             let reason =
@@ -159,15 +235,31 @@ async fn chat(mut ws: WebSocket, room: String, State(chat): State<Chat>) -> tach
         }
         Err(other) => return Err(other),
     };
-    chat.rooms.join(&room, (&ws, name.clone()))?;
+    match since {
+        // Text that is no position of ours is a position the history cannot resume from.
+        Some(since) => {
+            let since = since.parse::<Position>().ok();
+            let recovery = chat
+                .rooms
+                .join_since(&room, (&ws, name.clone()), since)
+                .await?;
+            // Queued after the replay: the client knows it has caught up.
+            ws.send_json(&ServerMessage::resumed(recovery)).await?;
+        }
+        None => chat.rooms.join(&room, (&ws, name.clone()))?,
+    }
     loop {
         match ws.receive_json::<ClientMessage>().await {
             Ok(ClientMessage::Message { text }) if !text.trim().is_empty() => {
-                let message = ServerMessage::Message {
-                    name: &name,
-                    text: &text,
-                };
-                let _ = chat.rooms.to(&room).send_json(&message);
+                // Built once, with its place in the history, for every member and the history.
+                chat.rooms.to(&room).send_with(|pos| {
+                    let message = ServerMessage::Message {
+                        pos,
+                        name: &name,
+                        text: &text,
+                    };
+                    serde_json::to_string(&message).expect("a chat message is plain JSON")
+                });
             }
             Ok(ClientMessage::Message { .. }) => {}
             Ok(ClientMessage::Join { .. }) => {

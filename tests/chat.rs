@@ -1,5 +1,6 @@
-//! The chat example (`cargo run --example chat`): its protocol over real sockets, and its page
-//! in real headless Chromium with two people in one room.
+//! The chat example (`cargo run --example chat`): its protocol over real sockets, members that
+//! come back with `since` and get exactly what they missed, and its page in real headless
+//! Chromium with two people in one room (`tests/browser.rs` has the page reconnecting).
 //!
 //! The browser test needs Chromium and chromedriver (`apt-get install chromium
 //! chromium-driver`; `.ci/run` installs them). Without them it fails and says so: it is never
@@ -12,13 +13,89 @@ mod support;
 
 use std::panic::AssertUnwindSafe;
 
-use fantoccini::{Client, Locator};
 use futures_util::{FutureExt, StreamExt};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
+use support::chat_page::{join, message, notice, say};
 use support::webdriver::{browser, start_chromedriver, wait_for};
-use support::{next_json, raw_connect, send_json, serve, within};
+use support::{Client, next_json, raw_connect, send_json, serve, within};
+
+/// Sends a join as `name`, from `since` if given.
+async fn send_join(client: &mut Client, name: &str, since: Option<&Value>) {
+    let mut join = json!({"type": "join", "name": name});
+    if let Some(since) = since {
+        join["since"] = since.clone();
+    }
+    send_json(client, join).await;
+}
+
+/// Says `text` in the room.
+async fn send_message(client: &mut Client, text: &str) {
+    send_json(client, json!({"type": "message", "text": text})).await;
+}
+
+/// The next `message` or `resumed`, past presence (`joined`, `left`, `members`): that is live
+/// only, and comes whenever someone (this client too) joins or leaves, here or elsewhere.
+async fn next_chat(client: &mut Client) -> Value {
+    loop {
+        let value = next_json(client).await;
+        if !matches!(value["type"].as_str(), Some("joined" | "left" | "members")) {
+            return value;
+        }
+    }
+}
+
+/// Reads until `expected` comes.
+async fn until(client: &mut Client, expected: &Value) {
+    within(&expected.to_string(), async {
+        while next_json(client).await != *expected {}
+    })
+    .await;
+}
+
+/// The next chat message, which must be `name` saying `text`, with a position.
+async fn expect_message(client: &mut Client, name: &str, text: &str) -> Value {
+    let got = next_chat(client).await;
+    assert_eq!(
+        (&got["type"], &got["name"], &got["text"]),
+        (&json!("message"), &json!(name), &json!(text)),
+        "{got}"
+    );
+    let pos = got["pos"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no pos in {got}"));
+    assert!(!pos.is_empty(), "{got}");
+    got
+}
+
+/// What a member resuming with `since` gets up to `resumed`: the messages replayed, then
+/// `resumed` itself.
+async fn replay(client: &mut Client) -> (Vec<Value>, Value) {
+    let mut replayed = Vec::new();
+    within("the replay and `resumed`", async {
+        loop {
+            let got = next_chat(client).await;
+            if got["type"] == "resumed" {
+                return (replayed, got);
+            }
+            replayed.push(got);
+        }
+    })
+    .await
+}
+
+/// The message without its position, to compare with what it said.
+fn without_pos(mut message: Value) -> Value {
+    let pos = message
+        .as_object_mut()
+        .and_then(|fields| fields.remove("pos"));
+    assert!(
+        pos.as_ref().and_then(Value::as_str).is_some(),
+        "a message carries its pos as a string: {message}"
+    );
+    message
+}
 
 #[tokio::test]
 async fn members_see_each_other_join_talk_and_leave() {
@@ -48,12 +125,12 @@ async fn members_see_each_other_join_talk_and_leave() {
     }
 
     send_json(&mut bob, json!({"type": "message", "text": "hi alice"})).await;
-    for client in [&mut alice, &mut bob] {
-        assert_eq!(
-            next_json(client).await,
-            json!({"type": "message", "name": "bob", "text": "hi alice"})
-        );
-    }
+    let (to_alice, to_bob) = (next_json(&mut alice).await, next_json(&mut bob).await);
+    assert_eq!(to_alice, to_bob, "one message, one position");
+    assert_eq!(
+        without_pos(to_alice),
+        json!({"type": "message", "name": "bob", "text": "hi alice"})
+    );
     send_json(&mut bob, json!({"oops": true})).await;
     assert_eq!(next_json(&mut bob).await["type"], "error");
 
@@ -79,50 +156,102 @@ async fn a_client_must_join_with_a_name_first() {
     }
 }
 
+// --- Coming back -----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_member_that_comes_back_gets_what_it_missed_once_then_resumed_then_live_ones() {
+    let served = serve(chat::app()).await;
+    let mut alice = raw_connect(&served, "/chat/garden").await;
+    send_join(&mut alice, "alice", None).await;
+    let mut bob = raw_connect(&served, "/chat/garden").await;
+    send_join(&mut bob, "bob", None).await;
+    let mut read = Vec::new();
+    for n in 1..=3 {
+        let text = format!("m{n}");
+        send_message(&mut bob, &text).await;
+        expect_message(&mut bob, "bob", &text).await;
+        read.push(expect_message(&mut alice, "bob", &text).await);
+    }
+    drop(alice);
+    until(&mut bob, &json!({"type": "left", "name": "alice"})).await;
+
+    let mut missed = Vec::new();
+    for n in 4..=8 {
+        send_message(&mut bob, &format!("m{n}")).await;
+        missed.push(expect_message(&mut bob, "bob", &format!("m{n}")).await);
+    }
+    let mut alice = raw_connect(&served, "/chat/garden").await;
+    send_join(&mut alice, "alice", Some(&read[2]["pos"])).await;
+    let (replayed, resumed) = replay(&mut alice).await;
+    assert_eq!(
+        replayed, missed,
+        "exactly the missed ones, in order, with their pos"
+    );
+    assert_eq!(
+        resumed,
+        json!({"type": "resumed", "recovered": true, "missed": 5})
+    );
+    send_message(&mut bob, "live").await;
+    let live = expect_message(&mut alice, "bob", "live").await;
+    assert!(
+        !read
+            .iter()
+            .chain(&missed)
+            .any(|old| old["pos"] == live["pos"]),
+        "a new message, a new pos"
+    );
+
+    // Up to date: nothing to replay.
+    drop(alice);
+    let mut alice = raw_connect(&served, "/chat/garden").await;
+    send_join(&mut alice, "alice", Some(&live["pos"])).await;
+    assert_eq!(
+        replay(&mut alice).await,
+        (
+            vec![],
+            json!({"type": "resumed", "recovered": true, "missed": 0})
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_since_the_server_never_sent_is_not_recovered_and_the_member_stays() {
+    let served = serve(chat::app()).await;
+    let mut bob = raw_connect(&served, "/chat/garden").await;
+    send_join(&mut bob, "bob", None).await;
+    send_message(&mut bob, "before").await;
+    let before = expect_message(&mut bob, "bob", "before").await;
+    // Text that is no position at all, another epoch's position, and one the room never reached
+    // (the test knows the text of a position: `{epoch}-{offset}`, 16 hex digits each).
+    let (epoch, offset) = before["pos"]
+        .as_str()
+        .and_then(|pos| pos.split_once('-'))
+        .expect("a pos");
+    let offset = u64::from_str_radix(offset, 16).expect("hex");
+    let ahead = format!("{epoch}-{:016x}", offset + 1_000_000);
+    for since in [
+        json!("garbage"),
+        json!(""),
+        json!("00000000000000ff-0000000000000001"),
+        json!(ahead),
+    ] {
+        let mut alice = raw_connect(&served, "/chat/garden").await;
+        send_join(&mut alice, "alice", Some(&since)).await;
+        assert_eq!(
+            next_chat(&mut alice).await,
+            json!({"type": "resumed", "recovered": false}),
+            "since {since}: nothing replayed"
+        );
+        // Still open, and in the room.
+        send_message(&mut bob, "after").await;
+        expect_message(&mut alice, "bob", "after").await;
+        send_message(&mut alice, "still here").await;
+        expect_message(&mut alice, "alice", "still here").await;
+        drop(alice);
+    }
+}
+
 // --- In a browser --------------------------------------------------------------------------------
-
-async fn fill(client: &Client, id: &str, text: &str) {
-    let field = client.find(Locator::Id(id)).await.expect(id);
-    field.clear().await.expect("clear");
-    field.send_keys(text).await.expect("type");
-}
-
-async fn click(client: &Client, id: &str) {
-    client
-        .find(Locator::Id(id))
-        .await
-        .expect(id)
-        .click()
-        .await
-        .expect("click");
-}
-
-/// One person: opens the page, joins `room` as `name`, and sees themselves in the member list.
-async fn join(client: &Client, url: &str, name: &str, room: &str) {
-    client.goto(url).await.expect("the page");
-    fill(client, "name", name).await;
-    fill(client, "room", room).await;
-    click(client, "join").await;
-    let me = format!("//ul[@id='members']/li[text()='{name} (you)']");
-    wait_for(client, &format!("{name} in the member list"), &me).await;
-}
-
-async fn say(client: &Client, text: &str) {
-    fill(client, "text", text).await;
-    click(client, "send").await;
-}
-
-/// The XPath of a chat message from `name` saying `text`.
-fn message(name: &str, text: &str) -> String {
-    format!(
-        "//li[contains(@class,'message')][span[@class='who' and text()='{name}']]\
-         [div[@class='text' and text()='{text}']]"
-    )
-}
-
-fn notice(text: &str) -> String {
-    format!("//li[@class='notice' and text()='{text}']")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_people_chat_in_the_page() {

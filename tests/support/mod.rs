@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: servers on real sockets, and waits that always end.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod chat_page;
 pub mod redis_server;
 pub mod webdriver;
 
