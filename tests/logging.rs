@@ -5,9 +5,9 @@ mod support;
 
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::Duration;
 
 use support::{connect, expect_close, expect_text, handshake, server, within};
+use tachyon::shutdown::Shutdown;
 use tachyon::{Tachyon, WebSocket, websocket};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -69,18 +69,15 @@ fn events_for(path: &str) -> Vec<Record> {
         .collect()
 }
 
-/// Waits (bounded) until an event for `path` is recorded.
-async fn first_event_for(path: &str) -> Vec<Record> {
-    support::within(&format!("an event for {path}"), async {
-        loop {
-            let events = events_for(path);
-            if !events.is_empty() {
-                return events;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
+/// Every event for `path`, once every connection of the app has ended: the last thing a
+/// connection does is to give its shutdown registration back, after its handler's outcome is
+/// logged, so nothing for it can come later (a second event, an ERROR after a DEBUG).
+async fn events_once_ended(shutdown: &Shutdown, path: &str) -> Vec<Record> {
+    assert!(
+        shutdown.wait(support::WAIT).await,
+        "the connections to {path} did not end"
+    );
+    events_for(path)
 }
 
 #[websocket("/log/fails")]
@@ -132,25 +129,29 @@ async fn cleanup(mut ws: WebSocket) -> Result<(), String> {
     Err("could not save the session".to_owned())
 }
 
-fn app() -> Tachyon {
+/// The app, and its shutdown handle (which counts its open connections).
+fn app() -> (Tachyon, Shutdown) {
     recorder();
-    Tachyon::new()
+    let app = Tachyon::new()
         .websocket(fails)
         .websocket(panics)
         .websocket(panics_early)
         .websocket(echo)
         .websocket(fails_early)
         .websocket(boxed)
-        .websocket(cleanup)
+        .websocket(cleanup);
+    let shutdown = app.shutdown_handle();
+    (app, shutdown)
 }
 
 #[tokio::test]
 async fn a_handler_failing_before_accepting_is_logged_as_an_error() {
-    let server = server(app());
+    let (app, shutdown) = app();
+    let server = server(app);
     handshake(&server, "/log/fails-early")
         .await
         .assert_status(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
-    let events = first_event_for("/log/fails-early").await;
+    let events = events_once_ended(&shutdown, "/log/fails-early").await;
     assert_eq!(events[0].level, Level::ERROR, "{events:?}");
     assert!(
         events[0].fields.contains("no database before accepting"),
@@ -160,20 +161,22 @@ async fn a_handler_failing_before_accepting_is_logged_as_an_error() {
 
 #[tokio::test]
 async fn a_disconnect_inside_an_opaque_error_is_not_an_error() {
-    let server = server(app());
+    let (app, shutdown) = app();
+    let server = server(app);
     let ws = connect(&server, "/log/boxed").await;
     support::within("the close handshake", ws.close()).await;
-    let events = first_event_for("/log/boxed").await;
+    let events = events_once_ended(&shutdown, "/log/boxed").await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].level, Level::DEBUG, "{events:?}");
 }
 
 #[tokio::test]
 async fn a_failure_after_the_client_left_is_still_an_error() {
-    let server = server(app());
+    let (app, shutdown) = app();
+    let server = server(app);
     let ws = connect(&server, "/log/cleanup").await;
     support::within("the close handshake", ws.close()).await;
-    let events = first_event_for("/log/cleanup").await;
+    let events = events_once_ended(&shutdown, "/log/cleanup").await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].level, Level::ERROR, "{events:?}");
     assert!(
@@ -184,10 +187,11 @@ async fn a_failure_after_the_client_left_is_still_an_error() {
 
 #[tokio::test]
 async fn a_failing_handler_is_logged_as_an_error() {
-    let server = server(app());
+    let (app, shutdown) = app();
+    let server = server(app);
     let mut ws = connect(&server, "/log/fails").await;
     expect_close(&mut ws, 1011).await;
-    let events = first_event_for("/log/fails").await;
+    let events = events_once_ended(&shutdown, "/log/fails").await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].level, Level::ERROR);
     assert!(
@@ -198,17 +202,18 @@ async fn a_failing_handler_is_logged_as_an_error() {
 
 #[tokio::test]
 async fn a_panicking_handler_is_logged_as_an_error() {
-    let server = server(app());
+    let (app, shutdown) = app();
+    let server = server(app);
     let mut ws = connect(&server, "/log/panics").await;
     expect_close(&mut ws, 1011).await;
-    let events = first_event_for("/log/panics").await;
+    let events = events_once_ended(&shutdown, "/log/panics").await;
     assert_eq!(events[0].level, Level::ERROR, "{events:?}");
     assert!(events[0].fields.contains("an unexpected bug"), "{events:?}");
 
     handshake(&server, "/log/panics-early")
         .await
         .assert_status(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
-    let events = first_event_for("/log/panics-early").await;
+    let events = events_once_ended(&shutdown, "/log/panics-early").await;
     assert_eq!(events[0].level, Level::ERROR, "{events:?}");
     assert!(
         events[0].fields.contains("a bug before accepting"),
@@ -218,12 +223,13 @@ async fn a_panicking_handler_is_logged_as_an_error() {
 
 #[tokio::test]
 async fn a_disconnect_ending_a_handler_is_not_an_error() {
-    let server = server(app());
+    let (app, shutdown) = app();
+    let server = server(app);
     let mut ws = connect(&server, "/log/echo").await;
     within("sending", ws.send_text("hi")).await;
     expect_text(&mut ws, "hi").await;
     support::within("the close handshake", ws.close()).await;
-    let events = first_event_for("/log/echo").await;
+    let events = events_once_ended(&shutdown, "/log/echo").await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].level, Level::DEBUG, "{events:?}");
     // axum-test closes without a code.
