@@ -5,11 +5,13 @@
 //! `browser_readable_rejections`; it waits for the close codes through chromedriver, since a
 //! dump at a guessed moment can come before the closes (it did, about once in seven runs).
 //!
-//! The chat example's page reconnects by itself after the server drops its connection, and
-//! shows every message exactly once.
+//! The chat example's page reconnects by itself: after the server drops its connection, and
+//! after its instance stops and a load balancer sends it to another instance (sharing rooms and
+//! history through Redis); either way it shows every message exactly once.
 //!
 //! Needs Chromium and chromedriver (`apt-get install chromium chromium-driver`; `.ci/run`
-//! installs them). Without them these tests fail and say so: they are never skipped.
+//! installs them), and `redis-server` for the failover. Without them these tests fail and say
+//! so: they are never skipped.
 
 #[path = "../examples/chat.rs"]
 #[allow(dead_code)]
@@ -19,6 +21,7 @@ mod support;
 #[allow(dead_code)]
 mod tour;
 
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::process::Stdio;
 
@@ -26,9 +29,16 @@ use axum::extract::FromRef;
 use futures_util::FutureExt;
 use serde_json::json;
 use tachyon::{CloseCode, Rooms};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::process::Command;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
-use support::chat_page::{join, message, notice, say, shown_messages, shown_notices};
+use support::chat_page::{
+    join, message, notice, notice_starting, say, shown_messages, shown_notices,
+};
+use support::example::Example;
+use support::redis_server::RedisServer;
 use support::webdriver::{browser, start_chromedriver, wait_for};
 use support::{Client, next_json, send_json, within};
 
@@ -272,6 +282,115 @@ async fn the_chat_page_reconnects_by_itself_and_shows_what_it_missed_once() {
         );
         let notices = shown_notices(&page).await;
         assert!(no_gap_notice(&notices), "{notices:?}");
+    })
+    .await;
+}
+
+/// A load balancer in front of the chat instances, which is how the page reaches another
+/// instance once its own is gone: it keeps connecting to the origin it was loaded from. Each
+/// TCP connection goes to the instance the balancer points at then; pointing at none refuses
+/// them (as a balancer with no healthy instance would).
+struct Balancer {
+    addr: SocketAddr,
+    target: watch::Sender<Option<SocketAddr>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Balancer {
+    async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local address");
+        let (target, pointed) = watch::channel(Some(target));
+        let task = tokio::spawn(async move {
+            // Aborting the balancer drops the set, which ends every connection it carries.
+            let mut connections = JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let Some(to) = *pointed.borrow() else {
+                    continue; // dropped: refused
+                };
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                while connections.try_join_next().is_some() {}
+            }
+        });
+        Self { addr, target, task }
+    }
+
+    fn point_at(&self, target: Option<SocketAddr>) {
+        self.target.send_replace(target);
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_page_resumes_on_another_instance_and_shows_every_message_once() {
+    let redis = RedisServer::start().await;
+    let redis_url = redis.url();
+    let mut a = Example::start("chat", &["--redis", &redis_url]).await;
+    let b = Example::start("chat", &["--redis", &redis_url]).await;
+    let balancer = Balancer::start(a.addr).await;
+    let url = format!("http://{}/", balancer.addr);
+    let mut bob = member(b.connect("/chat/garden").await, "bob").await;
+    with_page(|page| async move {
+        join(&page, &url, "alice", "garden").await;
+        for n in 1..=3 {
+            say_from(&mut bob, "bob", &format!("b{n}")).await;
+        }
+        wait_for(&page, "bob's messages", &message("bob", "b3")).await;
+        // The last message the page shows before A stops has its place from A.
+        say(&page, "from a").await;
+        wait_for(&page, "alice's message", &message("alice", "from a")).await;
+        until_message(&mut bob, "alice", "from a").await;
+
+        // A stops as its operator stops it; the balancer has no instance for a while.
+        balancer.point_at(None);
+        a.terminate().await;
+        wait_for(
+            &page,
+            "the lost connection",
+            &notice_starting("Connection lost (1001"),
+        )
+        .await;
+        assert!(a.exit().await.success(), "A exits cleanly after SIGTERM");
+        for n in 1..=5 {
+            say_from(&mut bob, "bob", &format!("missed {n}")).await;
+        }
+        // Now B takes the traffic: the page's next try resumes there from A's position.
+        balancer.point_at(Some(b.addr));
+        let missing = notice("Reconnected: some messages may be missing");
+        let back = format!("{} | {missing}", message("bob", "missed 5"));
+        wait_for(&page, "the page back, on B", &back).await;
+        let notices = shown_notices(&page).await;
+        assert!(
+            no_gap_notice(&notices),
+            "B resumes from A's position (the history is shared through Redis): {notices:?}"
+        );
+        say_from(&mut bob, "bob", "live").await;
+        wait_for(&page, "the live message", &message("bob", "live")).await;
+        assert_eq!(
+            shown_messages(&page).await,
+            [
+                "bob: b1",
+                "bob: b2",
+                "bob: b3",
+                "alice: from a",
+                "bob: missed 1",
+                "bob: missed 2",
+                "bob: missed 3",
+                "bob: missed 4",
+                "bob: missed 5",
+                "bob: live"
+            ],
+            "every message once, in order"
+        );
     })
     .await;
 }

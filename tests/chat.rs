@@ -1,10 +1,11 @@
 //! The chat example (`cargo run --example chat`): its protocol over real sockets, members that
-//! come back with `since` and get exactly what they missed, and its page in real headless
+//! come back with `since` and get exactly what they missed (in process, and from one instance
+//! to another through a real Redis after the first got SIGTERM), and its page in real headless
 //! Chromium with two people in one room (`tests/browser.rs` has the page reconnecting).
 //!
 //! The browser test needs Chromium and chromedriver (`apt-get install chromium
-//! chromium-driver`; `.ci/run` installs them). Without them it fails and says so: it is never
-//! skipped.
+//! chromium-driver`; `.ci/run` installs them), the Redis one `redis-server`. Without them they
+//! fail and say so: they are never skipped.
 
 #[path = "../examples/chat.rs"]
 #[allow(dead_code)]
@@ -18,6 +19,8 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use support::chat_page::{join, message, notice, say};
+use support::example::Example;
+use support::redis_server::RedisServer;
 use support::webdriver::{browser, start_chromedriver, wait_for};
 use support::{Client, next_json, raw_connect, send_json, serve, within};
 
@@ -248,6 +251,94 @@ async fn a_since_the_server_never_sent_is_not_recovered_and_the_member_stays() {
         send_message(&mut alice, "still here").await;
         expect_message(&mut alice, "alice", "still here").await;
         drop(alice);
+    }
+}
+
+// --- Across instances -------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_instance_stops_resumes_on_another_with_exactly_what_it_missed() {
+    let redis = RedisServer::start().await;
+    let redis_url = redis.url();
+    let mut a = Example::start("chat", &["--redis", &redis_url]).await;
+    let b = Example::start("chat", &["--redis", &redis_url]).await;
+    // Each instance lists its member once it has subscribed to the room (the list is read
+    // from Redis after the membership, which is written after the subscription).
+    let mut alice = a.connect("/chat/garden").await;
+    send_join(&mut alice, "alice", None).await;
+    until(
+        &mut alice,
+        &json!({"type": "members", "members": ["alice"]}),
+    )
+    .await;
+    let mut bob = b.connect("/chat/garden").await;
+    send_join(&mut bob, "bob", None).await;
+    until(&mut alice, &json!({"type": "joined", "name": "bob"})).await;
+    until(
+        &mut bob,
+        &json!({"type": "members", "members": ["alice", "bob"]}),
+    )
+    .await;
+
+    // 20 messages from both instances, the last from A; each read by both before the next.
+    let mut last = Value::Null;
+    for n in 1..=20 {
+        let (from, name) = if n % 2 == 0 {
+            (&mut alice, "alice")
+        } else {
+            (&mut bob, "bob")
+        };
+        let text = format!("m{n}");
+        send_message(from, &text).await;
+        last = expect_message(&mut alice, name, &text).await;
+        assert_eq!(
+            expect_message(&mut bob, name, &text).await,
+            last,
+            "the same bytes on both instances"
+        );
+    }
+
+    // A stops gracefully: alice is told it is going away.
+    a.terminate().await;
+    let close = within("alice's close frame", async {
+        loop {
+            match alice.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(Message::Text(text))) => {
+                    let value: Value = serde_json::from_str(text.as_str()).expect("JSON");
+                    assert_ne!(value["type"], "message", "nothing more was said: {value}");
+                }
+                Some(Ok(_)) => {}
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(close.map(|frame| u16::from(frame.code)), Some(1001));
+    assert!(a.exit().await.success(), "A exits cleanly after SIGTERM");
+
+    let mut missed = Vec::new();
+    for n in 21..=50 {
+        let text = format!("m{n}");
+        send_message(&mut bob, &text).await;
+        missed.push(expect_message(&mut bob, "bob", &text).await);
+    }
+    let mut alice = b.connect("/chat/garden").await;
+    send_join(&mut alice, "alice", Some(&last["pos"])).await;
+    let (replayed, resumed) = replay(&mut alice).await;
+    assert_eq!(
+        resumed,
+        json!({"type": "resumed", "recovered": true, "missed": 30}),
+        "B resumes from the pos A gave (m20's): the history is shared through Redis"
+    );
+    assert_eq!(
+        replayed, missed,
+        "exactly the missed ones, in order, with their pos"
+    );
+    for n in 51..=53 {
+        let text = format!("m{n}");
+        send_message(&mut bob, &text).await;
+        expect_message(&mut alice, "bob", &text).await;
     }
 }
 

@@ -50,6 +50,11 @@ pub fn notice(text: &str) -> String {
     format!("//li[@class='notice' and text()='{text}']")
 }
 
+/// The XPath of a notice that starts with `text`.
+pub fn notice_starting(text: &str) -> String {
+    format!("//li[@class='notice' and starts-with(text(),'{text}')]")
+}
+
 /// Every chat message the page shows, in order, as `name: text`.
 pub async fn shown_messages(client: &Client) -> Vec<String> {
     let script = "return [...document.querySelectorAll('#messages li.message')].map((item) => \

@@ -2,6 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod chat_page;
+pub mod example;
 pub mod redis_server;
 pub mod webdriver;
 
