@@ -252,14 +252,13 @@ async fn chat(mut ws: WebSocket, room: String, State(chat): State<Chat>) -> tach
         match ws.receive_json::<ClientMessage>().await {
             Ok(ClientMessage::Message { text }) if !text.trim().is_empty() => {
                 // Built once, with its place in the history, for every member and the history.
-                chat.rooms.to(&room).send_with(|pos| {
-                    let message = ServerMessage::Message {
+                chat.rooms
+                    .to(&room)
+                    .send_json_with(|pos| ServerMessage::Message {
                         pos,
                         name: &name,
                         text: &text,
-                    };
-                    serde_json::to_string(&message).expect("a chat message is plain JSON")
-                });
+                    })?;
             }
             Ok(ClientMessage::Message { .. }) => {}
             Ok(ClientMessage::Join { .. }) => {

@@ -440,3 +440,40 @@ async fn after_a_restart_a_position_from_before_is_another_epochs() {
     let (_, said) = join(&served, "r", Some(&position.to_string())).await;
     assert_eq!(said, "not OtherEpoch");
 }
+
+/// A value that cannot be JSON: serializing it fails.
+struct Unwritable;
+
+impl serde::Serialize for Unwritable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("cannot be written"))
+    }
+}
+
+#[tokio::test]
+async fn send_json_with_that_fails_to_serialize_sends_and_records_nothing() {
+    let rooms = Rooms::builder().history(History::messages(10)).build();
+    let served = app(rooms.clone()).await;
+    let (mut member, _) = join(&served, "r", None).await;
+    let first = rooms.to("r").send("one").position().expect("a position");
+    assert_eq!(next_text(&mut member).await, "one");
+    let failed = rooms.to("r").send_json_with(|_| Unwritable);
+    assert!(
+        matches!(failed, Err(tachyon::Error::Serialize(_))),
+        "{failed:?}"
+    );
+    let next = rooms
+        .to("r")
+        .send_json_with(|pos| serde_json::json!({ "pos": pos }))
+        .expect("serializes")
+        .position()
+        .expect("a position");
+    assert_eq!(
+        next.offset(),
+        first.offset() + 1,
+        "the failure took no position"
+    );
+    let sent: serde_json::Value =
+        serde_json::from_str(&next_text(&mut member).await).expect("JSON");
+    assert_eq!(sent["pos"], next.to_string(), "nothing came between");
+}

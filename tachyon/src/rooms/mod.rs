@@ -1083,45 +1083,18 @@ impl<M: Clone + Send + Sync + 'static> Broadcast<'_, M> {
     ///     serde_json::json!({ "type": "message", "pos": position, "text": "hi" }).to_string()
     /// });
     /// ```
+    ///
+    /// Through Redis, Redis assigns positions: `make` gets a placeholder of the same length,
+    /// and Redis puts the real position in its place wherever its text appears in the message
+    /// (so the delivery has no [`position`](Delivery::position)). Use it only to write it into
+    /// the message, as text.
     pub fn send_with<T: Into<Message>>(self, make: impl FnOnce(Option<Position>) -> T) -> Delivery {
-        let inner = &self.rooms.inner;
-        if let Some((backend, history)) = self.recorded_remotely() {
-            let Some(placeholder) = backend.placeholder() else {
-                return Delivery {
-                    remote: Remote::NotDelivered,
-                    ..Delivery::default()
-                };
-            };
-            let message = make(Some(placeholder)).into();
-            let remote = backend.record(
-                self.room,
-                self.except,
-                self.policy,
-                &history,
-                placeholder,
-                &message,
-            );
-            return Delivery {
-                remote,
-                ..Delivery::default()
-            };
+        let sent =
+            self.try_send_with(|position| Ok::<_, std::convert::Infallible>(make(position).into()));
+        match sent {
+            Ok(delivery) => delivery,
+            Err(never) => match never {},
         }
-        let Some(log) = self.log() else {
-            let message = make(None).into();
-            let mut delivery = inner.deliver(self.room, self.except, self.policy, &message);
-            delivery.remote = self.publish(&message);
-            return delivery;
-        };
-        // Held until every member here was offered the message: see `Rooms::enter`.
-        let mut log = lock(&log);
-        let position = log.next();
-        let message = make(Some(position)).into();
-        log.push(message.clone(), Instant::now());
-        let mut delivery = inner.deliver(self.room, self.except, self.policy, &message);
-        delivery.remote = self.publish(&message);
-        drop(log);
-        delivery.position = Some(position);
-        delivery
     }
 
     fn publish(&self, message: &Message) -> Remote {
@@ -1132,6 +1105,76 @@ impl<M: Clone + Send + Sync + 'static> Broadcast<'_, M> {
             .map_or(Remote::InProcess, |backend| {
                 backend.publish(self.room, self.except, self.policy, message)
             })
+    }
+
+    /// [`send_with`](Self::send_with) for a `make` that may fail: the position is taken only
+    /// once the message is made, so a failure sends and records nothing.
+    fn try_send_with<E>(
+        self,
+        make: impl FnOnce(Option<Position>) -> std::result::Result<Message, E>,
+    ) -> std::result::Result<Delivery, E> {
+        let inner = &self.rooms.inner;
+        if let Some((backend, history)) = self.recorded_remotely() {
+            let Some(placeholder) = backend.placeholder() else {
+                return Ok(Delivery {
+                    remote: Remote::NotDelivered,
+                    ..Delivery::default()
+                });
+            };
+            let message = make(Some(placeholder))?;
+            let remote = backend.record(
+                self.room,
+                self.except,
+                self.policy,
+                &history,
+                placeholder,
+                &message,
+            );
+            return Ok(Delivery {
+                remote,
+                ..Delivery::default()
+            });
+        }
+        let Some(log) = self.log() else {
+            let message = make(None)?;
+            let mut delivery = inner.deliver(self.room, self.except, self.policy, &message);
+            delivery.remote = self.publish(&message);
+            return Ok(delivery);
+        };
+        // Held until every member here was offered the message: see `Rooms::enter`.
+        let mut log = lock(&log);
+        let position = log.next();
+        let message = make(Some(position))?;
+        log.push(message.clone(), Instant::now());
+        let mut delivery = inner.deliver(self.room, self.except, self.policy, &message);
+        delivery.remote = self.publish(&message);
+        drop(log);
+        delivery.position = Some(position);
+        Ok(delivery)
+    }
+
+    /// Serializes the value `make` builds from the broadcast's [`Position`] to JSON, once, and
+    /// sends it as [`send_with`](Self::send_with) does.
+    ///
+    /// ```
+    /// # let rooms = tachyon::Rooms::new();
+    /// #[derive(serde::Serialize)]
+    /// struct Said<'a> { pos: Option<tachyon::rooms::Position>, text: &'a str }
+    ///
+    /// rooms.to("lobby").send_json_with(|pos| Said { pos, text: "hi" })?;
+    /// # Ok::<(), tachyon::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Serialize`]: nothing was sent, and nothing recorded.
+    pub fn send_json_with<T: Serialize>(
+        self,
+        make: impl FnOnce(Option<Position>) -> T,
+    ) -> Result<Delivery> {
+        self.try_send_with(|position| {
+            let json = serde_json::to_string(&make(position)).map_err(Error::Serialize)?;
+            Ok(Message::from(json))
+        })
     }
 
     /// Serializes `value` to JSON once and sends it to every member; never waits.
