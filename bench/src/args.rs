@@ -13,8 +13,10 @@ instead (idle-memory only with --pid, the server's process id, to read its memor
 
   --quick          short runs (the whole comparison takes well under a minute)
   --rounds N       rounds per scenario, at least 3 (default 3)
-  --only SCENARIO  one of: echo-32, echo-16k, latency, connect, idle-memory, fan-out, cluster
-                   (cluster starts its own redis-server, which must be on PATH)
+  --only SCENARIO  one of: echo-32, echo-16k, latency, connect, idle-memory, fan-out, cluster,
+                   history, recovery, history-memory (cluster starts its own redis-server, which
+                   must be on PATH; the history ones compare Tachyon's rooms with history on and
+                   off, replay with live delivery, history memory with its payload)
   --csv            comma-separated output instead of a table";
 
 /// What the binary was asked to do.
@@ -24,8 +26,12 @@ pub(crate) enum Command {
     Bench(Options),
     /// Serve one of the servers under test (the hidden subcommand the harness starts itself with).
     Serve(ServerKind),
-    /// Serve a Tachyon node whose rooms go through the Redis at this URL (hidden, as `serve`).
-    ServeNode(String),
+    /// Serve a Tachyon node whose rooms go through the Redis at this URL, with history or not
+    /// (hidden, as `serve`).
+    ServeNode { redis: String, history: bool },
+    /// Fill room histories on request, for the history-memory scenario to read this process's
+    /// memory (hidden, as `serve`).
+    ServeHistoryMemory(crate::history::Fill),
     /// Print the usage text.
     Help,
 }
@@ -54,14 +60,34 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, S
     let mut first = true;
     while let Some(arg) = args.next() {
         if first && arg == "serve" {
-            let kind = args.next().ok_or("serve: which server? raw or tachyon")?;
+            let kind = args
+                .next()
+                .ok_or("serve: which server? raw, tachyon or history")?;
             if kind == "node" {
-                let url = args.next().ok_or("serve node: which Redis URL?")?;
-                return Ok(Command::ServeNode(url));
+                let redis = args.next().ok_or("serve node: which Redis URL?")?;
+                let history = match args.next().as_deref() {
+                    None => false,
+                    Some("history") => true,
+                    Some(other) => return Err(format!("serve node: `{other}`, not `history`")),
+                };
+                return Ok(Command::ServeNode { redis, history });
             }
-            return ServerKind::parse(&kind)
-                .map(Command::Serve)
-                .ok_or_else(|| format!("serve: unknown server `{kind}` (raw or tachyon)"));
+            if kind == "history-memory" {
+                let mut number = |what: &str| {
+                    args.next()
+                        .and_then(|value| value.parse().ok())
+                        .ok_or(format!("serve history-memory: how many {what}?"))
+                };
+                let fill = crate::history::Fill {
+                    rooms: number("rooms")?,
+                    messages: number("messages")?,
+                    size: number("bytes")?,
+                };
+                return Ok(Command::ServeHistoryMemory(fill));
+            }
+            return ServerKind::parse(&kind).map(Command::Serve).ok_or_else(|| {
+                format!("serve: unknown server `{kind}` (raw, tachyon or history)")
+            });
         }
         first = false;
         let mut value = |flag: &str| args.next().ok_or(format!("{flag} needs a value"));

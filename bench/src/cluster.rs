@@ -4,8 +4,15 @@
 //! (`/fire`) and the members (`/room`) on one Tachyon server with in-process `Rooms`. Through
 //! Redis: the broadcaster on node A and the members on node B, two `serve node` processes whose
 //! rooms go through one `redis-server` that the harness starts on a free loopback port. Measured:
-//! the latency from a broadcast request to a member's receipt (sequential, p50 and p99), and the
-//! deliveries per second of a burst to every member.
+//! the latency from a broadcast request to a member's receipt (sequential, p50 and p99), the
+//! deliveries per second of a burst to every member, and the CPU time per broadcast of the burst
+//! (the server's; through Redis, both nodes' and Redis's together).
+//!
+//! A third side, through Redis with history: two more nodes whose rooms keep a history of
+//! [`HISTORY_DEPTH`](crate::server::HISTORY_DEPTH) broadcasts, which through Redis is a Redis
+//! stream per room (a script gives each broadcast its position, appends and trims, then
+//! publishes); on the same Redis, under a prefix of their own. Its rows compare it with the side
+//! through Redis without history.
 
 use std::io;
 use std::net::TcpListener;
@@ -24,7 +31,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{self, Socket};
 use crate::report::{self, Medians, Row};
-use crate::scenario::{Scenario, Settings};
+use crate::scenario::{Scenario, Settings, server_cpu_ns};
 use crate::server::{FANOUT_MESSAGE, Server};
 
 /// The longest any wait of this scenario may take.
@@ -80,10 +87,27 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     async fn stop(mut self) -> io::Result<()> {
         self.child.kill().await
     }
 }
+
+/// One side of the comparison: where the broadcaster and the members are, and the processes
+/// whose CPU time a broadcast costs.
+struct Side {
+    name: &'static str,
+    fire: String,
+    members: String,
+    pids: Vec<Option<u32>>,
+}
+
+/// Metrics per side (latency p50 and p99, burst deliveries per second, CPU per broadcast): the
+/// first half of [`Scenario::CLUSTER`] compares side 0 with 1, the second half 1 with 2.
+const PER_SIDE: usize = 4;
 
 /// Runs the scenario `rounds` times on each side; `in_process` is the harness's Tachyon server.
 pub(crate) async fn compare(
@@ -93,37 +117,68 @@ pub(crate) async fn compare(
 ) -> io::Result<Vec<Row>> {
     let redis = Redis::start().await?;
     let (a, b) = (
-        Server::start_node(&redis.url()).await?,
-        Server::start_node(&redis.url()).await?,
+        Server::start_node(&redis.url(), false).await?,
+        Server::start_node(&redis.url(), false).await?,
+    );
+    let (history_a, history_b) = (
+        Server::start_node(&redis.url(), true).await?,
+        Server::start_node(&redis.url(), true).await?,
     );
     let sides = [
-        ("in-process", in_process.base(), in_process.base()),
-        ("redis", a.base(), b.base()),
+        Side {
+            name: "in-process",
+            fire: in_process.base(),
+            members: in_process.base(),
+            pids: vec![in_process.pid()],
+        },
+        Side {
+            name: "redis",
+            fire: a.base(),
+            members: b.base(),
+            pids: vec![a.pid(), b.pid(), redis.pid()],
+        },
+        Side {
+            name: "history",
+            fire: history_a.base(),
+            members: history_b.base(),
+            pids: vec![history_a.pid(), history_b.pid(), redis.pid()],
+        },
     ];
-    let mut runs: [Vec<Vec<f64>>; 2] = [Vec::new(), Vec::new()];
+    let mut runs: [Vec<Vec<f64>>; 3] = [Vec::new(), Vec::new(), Vec::new()];
     for round in 0..rounds {
-        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        let order = if round % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] };
         for side in order {
-            let (name, fire, members) = &sides[side];
-            let (p50, p99) = latency(fire, members, settings.cluster_round_trips).await?;
-            let rate = throughput(
+            let Side {
+                name,
                 fire,
                 members,
+                pids,
+            } = &sides[side];
+            let (p50, p99) = latency(fire, members, settings.cluster_round_trips).await?;
+            let (rate, cpus) = throughput(
+                fire,
+                members,
+                pids,
                 settings.cluster_members,
                 settings.cluster_burst,
             )
             .await?;
-            let values = vec![p50, p99, rate];
+            let cpu: f64 = cpus.iter().sum();
+            let values = vec![p50, p99, rate, cpu];
+            // Each process's share: the broadcaster's node, the members' node, Redis.
+            let shares: Vec<String> = cpus.iter().map(|cpu| format!("{cpu:.1}")).collect();
             eprintln!(
-                "{:<12} round {}/{rounds} {name:<10} p50 {p50:.1} us, p99 {p99:.1} us, {rate:.0} deliv/s",
+                "{:<12} round {}/{rounds} {name:<10} p50 {p50:.1} us, p99 {p99:.1} us, {rate:.0} deliv/s, {cpu:.1} us/bcast ({})",
                 Scenario::Cluster.name(),
                 round + 1,
+                shares.join(" + "),
             );
             runs[side].push(values);
         }
     }
-    a.stop().await?;
-    b.stop().await?;
+    for node in [a, b, history_a, history_b] {
+        node.stop().await?;
+    }
     redis.stop().await?;
     let median = |runs: &[Vec<f64>], index: usize| {
         let mut values: Vec<f64> = runs.iter().map(|values| values[index]).collect();
@@ -133,14 +188,23 @@ pub(crate) async fn compare(
         .metrics()
         .iter()
         .enumerate()
-        .map(|(index, metric)| Row {
-            metric,
-            medians: Medians::Compared {
-                raw: median(&runs[0], index),
-                tachyon: median(&runs[1], index),
-            },
+        .map(|(index, metric)| {
+            // In-process against Redis, then Redis against Redis with history.
+            let (base, side, index) = (index / PER_SIDE, index / PER_SIDE + 1, index % PER_SIDE);
+            Row {
+                metric,
+                medians: Medians::Compared {
+                    raw: median(&runs[base], index),
+                    tachyon: median(&runs[side], index),
+                },
+            }
         })
         .collect())
+}
+
+/// The CPU time of each of `pids`, in nanoseconds (`None` for one that cannot be read).
+fn cpu_ns(pids: &[Option<u32>]) -> Vec<Option<u64>> {
+    pids.iter().map(|pid| pid.and_then(server_cpu_ns)).collect()
 }
 
 /// A member of the room on `base`, in it once the server says so.
@@ -225,20 +289,22 @@ async fn latency(fire_base: &str, member_base: &str, round_trips: usize) -> io::
     Ok((at(0.5), at(0.99)))
 }
 
-/// Deliveries per second of `burst` broadcasts to each of `members` members.
+/// Deliveries per second of `burst` broadcasts to each of `members` members, and the CPU time
+/// of each of `pids` per broadcast, in microseconds (NaN if unknown).
 async fn throughput(
     fire_base: &str,
     member_base: &str,
+    pids: &[Option<u32>],
     members: usize,
     burst: usize,
-) -> io::Result<f64> {
+) -> io::Result<(f64, Vec<f64>)> {
     let mut sockets = Vec::with_capacity(members);
     for _ in 0..members {
         sockets.push(join(member_base).await?);
     }
     let mut control = client::connect(&format!("{fire_base}/fire")).await?;
     let Some(mut probe) = sockets.pop() else {
-        return Ok(f64::NAN);
+        return Ok((f64::NAN, vec![f64::NAN]));
     };
     until_linked(&mut control, &mut probe).await?;
     sockets.push(probe);
@@ -261,6 +327,7 @@ async fn throughput(
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
     let expected = members * burst;
+    let cpu_before = cpu_ns(pids);
     let started = Instant::now();
     control
         .send(Message::text(burst.to_string()))
@@ -276,11 +343,19 @@ async fn throughput(
         tokio::time::sleep(Duration::from_micros(500)).await;
     }
     let elapsed = started.elapsed();
+    let cpu = cpu_before
+        .iter()
+        .zip(cpu_ns(pids))
+        .map(|pair| match pair {
+            (Some(before), Some(after)) => (after - before) as f64 / 1e3 / burst as f64,
+            _ => f64::NAN,
+        })
+        .collect();
     match timeout(LIMIT, control.next()).await {
         Ok(Some(Ok(Message::Text(text)))) if text.as_str() == "done" => {}
         other => return Err(io::Error::other(format!("cluster: fire: {other:?}"))),
     }
     client::close(control).await?;
     readers.abort_all();
-    Ok(expected as f64 / elapsed.as_secs_f64())
+    Ok((expected as f64 / elapsed.as_secs_f64(), cpu))
 }

@@ -11,6 +11,7 @@
 mod args;
 mod client;
 mod cluster;
+mod history;
 mod report;
 mod scenario;
 mod server;
@@ -27,7 +28,8 @@ use server::{Server, ServerKind};
 async fn main() -> ExitCode {
     let result = match args::parse(std::env::args().skip(1)) {
         Ok(Command::Serve(kind)) => server::serve(kind).await,
-        Ok(Command::ServeNode(redis)) => server::serve_node(&redis).await,
+        Ok(Command::ServeNode { redis, history }) => server::serve_node(&redis, history).await,
+        Ok(Command::ServeHistoryMemory(fill)) => history::serve_memory(fill).await,
         Ok(Command::Bench(options)) => bench(options).await,
         Ok(Command::Help) => writeln!(io::stdout(), "{}", args::USAGE),
         Err(error) => {
@@ -48,6 +50,7 @@ async fn bench(options: Options) -> io::Result<()> {
     // Child processes inherit the raised limit, so both ends can hold the idle connections.
     let open_files = rlimit::increase_nofile_limit(u64::MAX)?;
     let settings = Settings::new(options.quick, open_files);
+    let full = Settings::new(false, open_files);
     let scenarios: Vec<Scenario> = match options.only {
         Some(scenario) => vec![scenario],
         None => Scenario::ALL.to_vec(),
@@ -74,6 +77,31 @@ async fn bench(options: Options) -> io::Result<()> {
                 settings.duration,
                 settings.round_trips,
                 settings.idle_connections
+            ),
+        ),
+        (
+            "history",
+            format!(
+                "a room of {} ({} bursts of {} broadcasts, {} one by one); recovery {} members \
+                 x {} missed{}; history-memory {} rooms x {} messages of {} B",
+                settings.history_members,
+                settings.history_bursts,
+                history::HISTORY_BURST,
+                settings.history_round_trips,
+                settings.recovery_members,
+                server::HISTORY_DEPTH,
+                if settings.recovery_members < full.recovery_members {
+                    format!(
+                        " (scaled down for --quick: the full run has {} x {})",
+                        full.recovery_members,
+                        server::HISTORY_DEPTH
+                    )
+                } else {
+                    String::new()
+                },
+                settings.memory_rooms,
+                settings.memory_messages,
+                server::HISTORY_MESSAGE.len(),
             ),
         ),
         (
@@ -106,10 +134,26 @@ async fn compare(
     ];
     let mut rows = Vec::new();
     for &scenario in scenarios {
-        if scenario == Scenario::Cluster {
+        match scenario {
             // In-process rooms against rooms through Redis: servers of its own.
-            rows.extend(cluster::compare(&servers[1], settings, rounds).await?);
-            continue;
+            Scenario::Cluster => {
+                rows.extend(cluster::compare(&servers[1], settings, rounds).await?);
+                continue;
+            }
+            // Two setups of Tachyon's each, on fresh servers (or none).
+            Scenario::History => {
+                rows.extend(history::compare_history(settings, rounds).await?);
+                continue;
+            }
+            Scenario::Recovery => {
+                rows.extend(history::compare_recovery(settings, rounds).await?);
+                continue;
+            }
+            Scenario::HistoryMemory => {
+                rows.extend(history::compare_memory(settings, rounds).await?);
+                continue;
+            }
+            _ => {}
         }
         // runs[side][round][metric], side 0 for raw and 1 for Tachyon.
         let mut runs: [Vec<Vec<f64>>; 2] = [Vec::new(), Vec::new()];
@@ -155,8 +199,8 @@ async fn measure_one(
     };
     let mut rows = Vec::new();
     for &scenario in scenarios {
-        if scenario == Scenario::Cluster {
-            eprintln!("{}: skipped (runs its own nodes)", scenario.name());
+        if scenario.runs_own_servers() {
+            eprintln!("{}: skipped (runs servers of its own)", scenario.name());
             continue;
         }
         if scenario.needs_fresh_server() && pid.is_none() {
@@ -202,7 +246,13 @@ fn median_of(runs: &[Vec<f64>], index: usize) -> f64 {
 }
 
 /// One line per run on standard error, so that standard output holds only the report.
-fn progress(scenario: Scenario, round: usize, rounds: usize, server: &str, values: &[f64]) {
+pub(crate) fn progress(
+    scenario: Scenario,
+    round: usize,
+    rounds: usize,
+    server: &str,
+    values: &[f64],
+) {
     let shown: Vec<String> = scenario
         .metrics()
         .iter()

@@ -1,9 +1,10 @@
 //! The scenarios: what each one measures and its target, and one function per scenario that runs
 //! it once against one server.
 //!
-//! To add a scenario (the planned one is fan-out: a broadcast to a room of 10,000 members), add a
-//! variant to [`Scenario`], its name and metrics, and a function that returns one value per
-//! metric; the harness runs it for both servers and reports it like the others.
+//! To add a scenario, add a variant to [`Scenario`], its name and metrics, and a function that
+//! returns one value per metric; the harness runs it for both servers and reports it like the
+//! others. A scenario that compares two setups of its own (cluster, the history ones) runs in a
+//! module of its own instead ([`Scenario::runs_own_servers`]).
 
 use std::io;
 use std::sync::Arc;
@@ -35,6 +36,12 @@ pub(crate) enum Scenario {
     Fanout,
     /// Broadcast from one node to members on another through Redis, against in-process rooms.
     Cluster,
+    /// Broadcast to a room whose history is on, against the same room without history.
+    History,
+    /// Members that resume after a gap get what they missed, against getting it live.
+    Recovery,
+    /// Memory held by room histories, against the size of the messages kept.
+    HistoryMemory,
 }
 
 /// A number a scenario reports, and what it should be.
@@ -93,6 +100,18 @@ pub(crate) struct Settings {
     /// Members, and messages to each, of the cluster throughput.
     pub(crate) cluster_members: usize,
     pub(crate) cluster_burst: usize,
+    /// Members of the history scenario's room.
+    pub(crate) history_members: usize,
+    /// Bursts (of [`HISTORY_BURST`](crate::history::HISTORY_BURST) broadcasts) of its throughput.
+    pub(crate) history_bursts: usize,
+    /// Sequential broadcasts of its latency.
+    pub(crate) history_round_trips: usize,
+    /// Members that resume in the recovery scenario (each missed
+    /// [`HISTORY_DEPTH`](crate::server::HISTORY_DEPTH) messages).
+    pub(crate) recovery_members: usize,
+    /// Rooms, and messages kept in each, of the history-memory scenario.
+    pub(crate) memory_rooms: usize,
+    pub(crate) memory_messages: usize,
 }
 
 impl Settings {
@@ -109,6 +128,14 @@ impl Settings {
             cluster_round_trips: if quick { 500 } else { 2_000 },
             cluster_members: if quick { 20 } else { 100 },
             cluster_burst: if quick { 200 } else { 500 },
+            history_members: 100,
+            history_bursts: if quick { 8 } else { 20 },
+            history_round_trips: if quick { 200 } else { 1_000 },
+            // The full run's 1,000 x 1,000 is a million deliveries a run: --quick replays the
+            // same 1,000 messages to fewer members (and says so).
+            recovery_members: (if quick { 100 } else { 1_000 }).min(allowed).max(1),
+            memory_rooms: if quick { 1_000 } else { 10_000 },
+            memory_messages: 100,
         }
     }
 }
@@ -127,14 +154,14 @@ const WARM_UP_ECHOES: usize = 20;
 const WARM_UP_CONNECTIONS: usize = 50;
 /// Idle connections opened at once: below the listen backlog of the servers (tokio's default,
 /// 128), whose overflow would cost one-second SYN retransmissions.
-const CONNECT_BATCH: usize = 100;
+pub(crate) const CONNECT_BATCH: usize = 100;
 /// A bound on any loop's count that a timed loop never reaches in practice.
 const MAX_ITERATIONS: u64 = 100_000_000;
 /// The longest the sequential parts (latency, opening idle connections) may take in all.
 const TIME_LIMIT: Duration = Duration::from_secs(120);
 
 impl Scenario {
-    pub(crate) const ALL: [Self; 7] = [
+    pub(crate) const ALL: [Self; 10] = [
         Self::Echo32,
         Self::Echo16k,
         Self::Latency,
@@ -142,6 +169,9 @@ impl Scenario {
         Self::IdleMemory,
         Self::Fanout,
         Self::Cluster,
+        Self::History,
+        Self::Recovery,
+        Self::HistoryMemory,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -153,6 +183,9 @@ impl Scenario {
             Self::IdleMemory => "idle-memory",
             Self::Fanout => "fan-out",
             Self::Cluster => "cluster",
+            Self::History => "history",
+            Self::Recovery => "recovery",
+            Self::HistoryMemory => "history-memory",
         }
     }
 
@@ -225,8 +258,111 @@ impl Scenario {
                 }
             }
             Self::Cluster => Self::CLUSTER,
+            Self::History => Self::HISTORY,
+            Self::Recovery => Self::RECOVERY,
+            Self::HistoryMemory => Self::HISTORY_MEMORY,
         }
     }
+
+    /// Whether the scenario starts servers of its own (or none) and compares two setups of its
+    /// own instead of raw axum and Tachyon: `main` hands it to its module.
+    pub(crate) fn runs_own_servers(self) -> bool {
+        matches!(
+            self,
+            Self::Cluster | Self::History | Self::Recovery | Self::HistoryMemory
+        )
+    }
+
+    // The history rows compare rooms without history ("raw" column) and with
+    // `History::messages(1000)` ("tachyon" column), on two fresh Tachyon servers that differ in
+    // that only. The target is the issue's: history costs at most 1.3 x the server's CPU time
+    // per broadcast.
+    const HISTORY: &'static [Metric] = &[
+        Metric {
+            name: "history burst (off vs on)",
+            unit: "bcast/s",
+            decimals: 0,
+            goal: Goal::None,
+        },
+        Metric {
+            name: "history burst server cpu (off vs on)",
+            unit: "us/bcast",
+            decimals: 2,
+            goal: Goal::RatioAtMost(1.3),
+        },
+        Metric {
+            name: "history latency p50 (off vs on)",
+            unit: "us",
+            decimals: 1,
+            goal: Goal::None,
+        },
+        Metric {
+            name: "history latency p99 (off vs on)",
+            unit: "us",
+            decimals: 1,
+            goal: Goal::None,
+        },
+        Metric {
+            name: "history one-by-one server cpu (off vs on)",
+            unit: "us/bcast",
+            decimals: 2,
+            goal: Goal::RatioAtMost(1.3),
+        },
+    ];
+
+    // The recovery rows compare the same messages delivered live to members that stayed
+    // ("raw" column) with their replay to members that resume after missing them ("tachyon"
+    // column), on one server whose rooms keep history.
+    const RECOVERY: &'static [Metric] = &[
+        Metric {
+            name: "recovery until all caught up (live vs replay)",
+            unit: "ms",
+            decimals: 1,
+            goal: Goal::None,
+        },
+        Metric {
+            name: "recovery server cpu (live vs replay)",
+            unit: "us/msg",
+            decimals: 3,
+            goal: Goal::None,
+        },
+        Metric {
+            name: "recovery client cpu (live vs replay)",
+            unit: "us/msg",
+            decimals: 3,
+            goal: Goal::None,
+        },
+        Metric {
+            name: "recovery messages delivered (live vs replay)",
+            unit: "msgs",
+            decimals: 0,
+            goal: Goal::None,
+        },
+        Metric {
+            name: "recovery payload delivered (live vs replay)",
+            unit: "MB",
+            decimals: 1,
+            goal: Goal::None,
+        },
+    ];
+
+    // The history-memory rows compare the payload kept ("raw" column) with the growth of the
+    // resident memory of a process that keeps it ("tachyon" column): the ratio is the memory
+    // per byte of payload.
+    const HISTORY_MEMORY: &'static [Metric] = &[
+        Metric {
+            name: "history memory per message (payload vs RSS)",
+            unit: "B/msg",
+            decimals: 1,
+            goal: Goal::None,
+        },
+        Metric {
+            name: "history memory per room (payload vs RSS)",
+            unit: "KiB/room",
+            decimals: 2,
+            goal: Goal::None,
+        },
+    ];
 
     // The cluster's rows compare in-process rooms ("raw" column) with rooms through Redis
     // ("tachyon" column): what crossing servers costs, reported without a target.
@@ -247,6 +383,38 @@ impl Scenario {
             name: "cluster broadcast (in-process vs Redis)",
             unit: "deliv/s",
             decimals: 0,
+            goal: Goal::None,
+        },
+        Metric {
+            name: "cluster broadcast cpu, all processes (in-process vs Redis)",
+            unit: "us/bcast",
+            decimals: 1,
+            goal: Goal::None,
+        },
+        // Then rooms through Redis without history ("raw" column) and with (`History::messages`
+        // of 1,000 in a Redis stream, "tachyon" column).
+        Metric {
+            name: "cluster history latency p50 (Redis, off vs on)",
+            unit: "us",
+            decimals: 1,
+            goal: Goal::None,
+        },
+        Metric {
+            name: "cluster history latency p99 (Redis, off vs on)",
+            unit: "us",
+            decimals: 1,
+            goal: Goal::None,
+        },
+        Metric {
+            name: "cluster history broadcast (Redis, off vs on)",
+            unit: "deliv/s",
+            decimals: 0,
+            goal: Goal::None,
+        },
+        Metric {
+            name: "cluster history cpu, nodes + Redis (off vs on)",
+            unit: "us/bcast",
+            decimals: 1,
             goal: Goal::None,
         },
     ];
@@ -289,10 +457,11 @@ impl Scenario {
                     fanout.burst_rate,
                 ]
             }
-            Self::Cluster => {
-                return Err(io::Error::other(
-                    "cluster runs its own nodes: see cluster::compare",
-                ));
+            Self::Cluster | Self::History | Self::Recovery | Self::HistoryMemory => {
+                return Err(io::Error::other(format!(
+                    "{} runs servers of its own: see main::compare",
+                    self.name()
+                )));
             }
             Self::IdleMemory => {
                 let pid = endpoint
@@ -371,7 +540,7 @@ async fn echo_throughput(
 
 /// The CPU time all threads of process `pid` have used, in nanoseconds (Linux schedstat); of this
 /// process too.
-fn server_cpu_ns(pid: u32) -> Option<u64> {
+pub(crate) fn server_cpu_ns(pid: u32) -> Option<u64> {
     let mut total = 0;
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
         let path = task.ok()?.path().join("schedstat");
@@ -478,7 +647,7 @@ async fn idle_memory(url: &str, pid: u32, count: usize) -> io::Result<f64> {
 
 /// The process's resident set size, read once its change between two reads 250 ms apart is
 /// below 0.5% (or after 2 s).
-async fn settled_rss_kib(pid: u32) -> io::Result<u64> {
+pub(crate) async fn settled_rss_kib(pid: u32) -> io::Result<u64> {
     let mut last = rss_kib(pid)?;
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(250)).await;

@@ -4,10 +4,12 @@
 //! in the WebSocket layer: axum's `WebSocketUpgrade` or Tachyon's `#[websocket]`. For the fan-out
 //! scenario both also have a room (`/room` joins it, `/fire` broadcasts to it): the raw server
 //! keeps the seed's connection manager written in Rust (a list of senders, one awaited send
-//! each), the Tachyon server uses `Rooms`. A server runs in
-//! its own process so that its memory can be read from `/proc`; it prints `listening ADDR` once
-//! bound, and exits when killed or when its standard input closes (so a harness that dies leaves
-//! no server behind).
+//! each), the Tachyon server uses `Rooms`. For the history scenarios the Tachyon server also
+//! has `/publish` (broadcasts to a named room on request) and `/resume` (joins a named room with
+//! `join_since`), and runs a third way, `serve history`: the same routes on rooms that keep a
+//! history. A server runs in its own process so that its memory and CPU time can be read from
+//! `/proc`; it prints `listening ADDR` once bound, and exits when killed or when its standard
+//! input closes (so a harness that dies leaves no server behind).
 
 use std::future::IntoFuture;
 use std::io::{self, Write};
@@ -22,7 +24,7 @@ use axum::response::Response;
 use axum::routing::get;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
-use tachyon::rooms::RedisConfig;
+use tachyon::rooms::{History, Position, Recovery, RedisConfig};
 use tachyon::{Message, Rooms, WebSocket};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
@@ -39,6 +41,9 @@ pub(crate) enum ServerKind {
     Raw,
     /// A `#[tachyon::websocket]` handler.
     Tachyon,
+    /// The Tachyon server with rooms that keep a history of [`HISTORY_DEPTH`] broadcasts (the
+    /// history and recovery scenarios; not one of the two compared by the others).
+    History,
 }
 
 impl ServerKind {
@@ -46,11 +51,12 @@ impl ServerKind {
         match self {
             Self::Raw => "raw",
             Self::Tachyon => "tachyon",
+            Self::History => "history",
         }
     }
 
     pub(crate) fn parse(name: &str) -> Option<Self> {
-        [Self::Raw, Self::Tachyon]
+        [Self::Raw, Self::Tachyon, Self::History]
             .into_iter()
             .find(|kind| kind.name() == name)
     }
@@ -141,6 +147,81 @@ async fn fire(mut ws: WebSocket, State(rooms): State<Rooms>) -> tachyon::Result<
     }
 }
 
+/// The 100-byte message of the history scenario: the same text on every broadcast, in a `String`
+/// of its own each time, as an app builds a new message for every broadcast.
+pub(crate) const HISTORY_MESSAGE: &str = "history message, a hundred bytes long, the same for every broadcast and every member, history or not";
+
+/// How many broadcasts the history server's rooms keep.
+pub(crate) const HISTORY_DEPTH: usize = 1_000;
+
+/// A message of [`HISTORY_MESSAGE`]'s length that starts with its position in the room (the
+/// text of a [`Position`], or `none`) and a space, as an app puts the position in its messages
+/// for the client to resume from.
+pub(crate) fn positioned_message(position: Option<Position>) -> String {
+    let mut text = String::with_capacity(HISTORY_MESSAGE.len());
+    match position {
+        Some(position) => text.push_str(&position.to_string()),
+        None => text.push_str("none"),
+    }
+    text.push(' ');
+    while text.len() < HISTORY_MESSAGE.len() {
+        text.push('.');
+    }
+    text
+}
+
+/// Broadcasts on request: each text `ROOM COUNT plain|positioned` broadcasts COUNT messages to
+/// ROOM ([`HISTORY_MESSAGE`], or [`positioned_message`] with `send_with`), then answers
+/// `done POSITION` (the last broadcast's position) or `done none` (no history).
+#[tachyon::websocket("/publish")]
+async fn publish(mut ws: WebSocket, State(rooms): State<Rooms>) -> tachyon::Result<()> {
+    ws.accept().await?;
+    loop {
+        let request = ws.receive_text().await?;
+        let mut words = request.split(' ');
+        let room = words.next().unwrap_or_default();
+        let count: usize = words
+            .next()
+            .and_then(|count| count.parse().ok())
+            .unwrap_or(0);
+        let positioned = words.next() == Some("positioned");
+        let mut last = None;
+        for _ in 0..count {
+            let delivery = if positioned {
+                rooms.to(room).send_with(positioned_message)
+            } else {
+                rooms.to(room).send(HISTORY_MESSAGE.to_owned())
+            };
+            last = delivery.position();
+        }
+        let answer = match last {
+            Some(position) => format!("done {position}"),
+            None => "done none".to_owned(),
+        };
+        ws.send_text(answer).await?;
+    }
+}
+
+/// A member that resumes: its first text, `ROOM POSITION` or `ROOM none`, joins ROOM with
+/// `join_since` (what it missed is queued first), then it answers `recovered MISSED` or
+/// `live REASON`, after the replay.
+#[tachyon::websocket("/resume", read_buffer_size = MEMBER_READ_BUFFER)]
+async fn resume(mut ws: WebSocket, State(rooms): State<Rooms>) -> tachyon::Result<()> {
+    ws.accept().await?;
+    let request = ws.receive_text().await?;
+    let (room, since) = request.split_once(' ').unwrap_or((&request, "none"));
+    let since = since.parse::<Position>().ok();
+    let answer = match rooms.join_since(room, &ws, since).await? {
+        Recovery::Recovered { missed } => format!("recovered {missed}"),
+        Recovery::NotRecovered(reason) => format!("live {reason:?}"),
+        other => format!("live {other:?}"),
+    };
+    ws.send_text(answer).await?;
+    loop {
+        ws.receive().await?;
+    }
+}
+
 async fn raw_upgrade(upgrade: WebSocketUpgrade) -> Response {
     upgrade.on_upgrade(raw_echo)
 }
@@ -175,28 +256,44 @@ pub(crate) async fn serve(kind: ServerKind) -> io::Result<()> {
             .route("/room", get(naive_member))
             .route("/fire", get(naive_fire))
             .with_state(NaiveRoom::default()),
-        ServerKind::Tachyon => tachyon::Tachyon::with_state(Rooms::new())
-            .websocket(echo)
-            .websocket(member)
-            .websocket(fire)
-            .into_router(),
+        ServerKind::Tachyon => tachyon_app(Rooms::new()),
+        ServerKind::History => tachyon_app(
+            Rooms::builder()
+                .history(History::messages(HISTORY_DEPTH))
+                .build(),
+        ),
     };
     serve_app(app).await
 }
 
-/// Serves the Tachyon server with its rooms through the Redis at `redis` (a node of the cluster
-/// scenario).
-pub(crate) async fn serve_node(redis: &str) -> io::Result<()> {
-    let rooms = Rooms::builder()
-        .redis(RedisConfig::new(redis))
-        .await
-        .map_err(io::Error::other)?;
-    let app = tachyon::Tachyon::with_state(rooms)
+/// The Tachyon server's routes, on `rooms`.
+fn tachyon_app(rooms: Rooms) -> axum::Router {
+    tachyon::Tachyon::with_state(rooms)
         .websocket(echo)
         .websocket(member)
         .websocket(fire)
-        .into_router();
-    serve_app(app).await
+        .websocket(publish)
+        .websocket(resume)
+        .into_router()
+}
+
+/// The Redis prefix of the cluster scenario's nodes with history: a cluster apart from the
+/// nodes without, on the same Redis.
+const HISTORY_PREFIX: &str = "tachyon-bench-history";
+
+/// Serves the Tachyon server with its rooms through the Redis at `redis` (a node of the cluster
+/// scenario); with `history`, its rooms keep [`HISTORY_DEPTH`] broadcasts, in Redis.
+pub(crate) async fn serve_node(redis: &str, history: bool) -> io::Result<()> {
+    let rooms = if history {
+        Rooms::builder()
+            .history(History::messages(HISTORY_DEPTH))
+            .redis(RedisConfig::new(redis).prefix(HISTORY_PREFIX))
+            .await
+    } else {
+        Rooms::builder().redis(RedisConfig::new(redis)).await
+    }
+    .map_err(io::Error::other)?;
+    serve_app(tachyon_app(rooms)).await
 }
 
 async fn serve_app(app: axum::Router) -> io::Result<()> {
@@ -228,9 +325,13 @@ impl Server {
         Self::start_with(&["serve", kind.name()], kind.name()).await
     }
 
-    /// Starts `tachyon-bench serve node REDIS_URL` and waits for its address.
-    pub(crate) async fn start_node(redis: &str) -> io::Result<Self> {
-        Self::start_with(&["serve", "node", redis], "node").await
+    /// Starts `tachyon-bench serve node REDIS_URL [history]` and waits for its address.
+    pub(crate) async fn start_node(redis: &str, history: bool) -> io::Result<Self> {
+        if history {
+            Self::start_with(&["serve", "node", redis, "history"], "node").await
+        } else {
+            Self::start_with(&["serve", "node", redis], "node").await
+        }
     }
 
     async fn start_with(args: &[&str], name: &str) -> io::Result<Self> {
