@@ -168,9 +168,10 @@ impl Backend for RedisBackend {
         let mut command = redis::cmd("EVALSHA");
         command
             .arg(&RECORD.hash)
-            .arg(2)
+            .arg(3)
             .arg(self.keys.history_of(room))
             .arg(self.keys.history_meta_of(room))
+            .arg(self.keys.history_index_of(room))
             .arg(envelope)
             .arg(placeholder.to_string())
             .arg(format!("{:016x}", random_u64()))
@@ -187,9 +188,10 @@ impl Backend for RedisBackend {
         let mut question = redis::cmd("EVAL");
         question
             .arg(&READ.source)
-            .arg(2)
+            .arg(3)
             .arg(self.keys.history_of(room))
             .arg(self.keys.history_meta_of(room))
+            .arg(self.keys.history_index_of(room))
             .arg(since.map_or_else(String::new, |since| format!("{:016x}", since.epoch())))
             .arg(since.map_or(0, |since| since.offset()))
             .arg(history.max_messages())

@@ -20,6 +20,9 @@ pub(super) struct Keys {
     /// `{prefix}:history-meta:`, followed by the room's name: the epoch of that history, its
     /// newest offset, and the bytes it holds.
     history_meta: String,
+    /// `{prefix}:history-index:`, followed by the room's name: the length and time of each
+    /// message in that history, oldest first.
+    history_index: String,
 }
 
 impl Keys {
@@ -32,6 +35,7 @@ impl Keys {
             nodes: format!("{prefix}:nodes"),
             history: format!("{prefix}:history:"),
             history_meta: format!("{prefix}:history-meta:"),
+            history_index: format!("{prefix}:history-index:"),
         }
     }
 
@@ -53,6 +57,10 @@ impl Keys {
 
     pub(super) fn history_meta_of(&self, room: &str) -> String {
         format!("{}{room}", self.history_meta)
+    }
+
+    pub(super) fn history_index_of(&self, room: &str) -> String {
+        format!("{}{room}", self.history_index)
     }
 
     pub(super) fn members_of(&self, room: &str) -> String {

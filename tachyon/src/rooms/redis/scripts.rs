@@ -35,40 +35,49 @@ if ARGV[3] == 'count' then return count end
 return members";
 
 /// The history scripts' first lines: Redis's clock, and dropping a room's oldest messages while
-/// any bound is exceeded (each entry: `e` the envelope, `t` when it was added, `n` its
-/// message's length; the meta hash keeps `bytes`, the sum of `n`). Each entry is dropped once,
-/// so the work is bounded by what was added.
+/// any bound is exceeded. A room's history is three keys: the stream (`stream`, entry `0-{offset}`
+/// holding `e`, the envelope), the meta hash (`meta`: `epoch`, `offset` the newest, `bytes` the
+/// sum of the messages' lengths) and an index (`index`, a list with one `"{length} {ms}"` per
+/// entry, oldest first). Offsets are contiguous, so the oldest kept is `last - LLEN + 1`: the
+/// bounds are checked on the index's small items, and the stream is cut with one `XTRIM MINID`.
+/// Each entry is dropped once, so the work is bounded by what was added.
 const HISTORY_PRELUDE: &str = "\
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local function trim(stream, meta, max_messages, max_bytes, max_age)
-  local bytes = tonumber(redis.call('HGET', meta, 'bytes') or '0')
-  while true do
-    local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
-    if not first then break end
-    local at, n = tonumber(first[2][4]), tonumber(first[2][6])
-    local over = redis.call('XLEN', stream) > max_messages or bytes > max_bytes
-      or (max_age > 0 and at < now - max_age)
-    if not over then break end
-    redis.call('XDEL', stream, first[1])
-    bytes = redis.call('HINCRBY', meta, 'bytes', -n)
+local function trim(stream, meta, index, last, bytes, max_messages, max_bytes, max_age)
+  local len = redis.call('LLEN', index)
+  local dropped = 0
+  while len > 0 do
+    if len <= max_messages and bytes <= max_bytes then
+      if max_age <= 0 then break end
+      local at = tonumber(string.match(redis.call('LINDEX', index, 0), ' (%d+)$'))
+      if at >= now - max_age then break end
+    end
+    bytes = bytes - tonumber(string.match(redis.call('LPOP', index), '^(%d+)'))
+    len = len - 1
+    dropped = dropped + 1
   end
+  if dropped > 0 then
+    redis.call('HSET', meta, 'bytes', bytes)
+    redis.call('XTRIM', stream, 'MINID', '0-' .. string.format('%d', last - len + 1))
+  end
+  return len
 end
 ";
 
-/// Records a broadcast in a room's history and publishes it: takes the room's next offset
-/// (starting a new epoch, `ARGV[3]`, if the history is gone), puts the position in place of
-/// every occurrence of the placeholder's text (`ARGV[2]`, the same length) in the envelope
-/// (`ARGV[1]`), appends it to the stream at id `0-{offset}`, trims, renews both keys' expiry
-/// (`ARGV[7]` ms) and publishes on `ARGV[8]`. `ARGV[4..6]`: the bounds in messages, bytes and
-/// ms (0: none); `ARGV[9]`: the envelope's header length. Returns the offset.
+/// Records a broadcast in a room's history (`KEYS`: stream, meta, index) and publishes it:
+/// takes the room's next offset (starting a new epoch, `ARGV[3]`, if the history is gone), puts
+/// the position in place of every occurrence of the placeholder's text (`ARGV[2]`, the same
+/// length) in the envelope (`ARGV[1]`), appends it, trims, renews the keys' expiry (`ARGV[7]`
+/// ms) and publishes on `ARGV[8]`. `ARGV[4..6]`: the bounds in messages, bytes and ms (0:
+/// none); `ARGV[9]`: the envelope's header length. Returns the offset.
 const RECORD_BODY: &str = "\
-local stream, meta = KEYS[1], KEYS[2]
+local stream, meta, index = KEYS[1], KEYS[2], KEYS[3]
 local envelope, placeholder = ARGV[1], ARGV[2]
 local epoch = redis.call('HGET', meta, 'epoch')
 if not epoch then
   epoch = ARGV[3]
-  redis.call('DEL', stream)
+  redis.call('DEL', stream, index)
   redis.call('HSET', meta, 'epoch', epoch, 'offset', 0, 'bytes', 0)
 end
 local offset = redis.call('HINCRBY', meta, 'offset', 1)
@@ -84,25 +93,29 @@ end
 parts[#parts + 1] = string.sub(envelope, from)
 envelope = table.concat(parts)
 local n = #envelope - tonumber(ARGV[9])
-redis.call('XADD', stream, '0-' .. string.format('%d', offset), 'e', envelope, 't', now, 'n', n)
-redis.call('HINCRBY', meta, 'bytes', n)
-trim(stream, meta, tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]))
+redis.call('XADD', stream, '0-' .. string.format('%d', offset), 'e', envelope)
+redis.call('RPUSH', index, n .. ' ' .. now)
+local bytes = redis.call('HINCRBY', meta, 'bytes', n)
+trim(stream, meta, index, offset, bytes, tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]))
 redis.call('PEXPIRE', stream, ARGV[7])
 redis.call('PEXPIRE', meta, ARGV[7])
+redis.call('PEXPIRE', index, ARGV[7])
 redis.call('PUBLISH', ARGV[8], envelope)
 return offset";
 
-/// Reads a room's history after position `ARGV[1]` (epoch, empty for none) and `ARGV[2]`
-/// (offset), at most `ARGV[3]` messages, after trimming to the bounds `ARGV[4..6]`. Returns
-/// `{'ok', envelopes...}` when every message after the position is there, otherwise
-/// `{why}` (`none`: no history; `unasked`: no position given; `epoch`, `future`, `expired`),
-/// followed by the newest envelope if `ARGV[7]` is `1` (a latest-value room).
+/// Reads a room's history (`KEYS`: stream, meta, index) after position `ARGV[1]` (epoch, empty
+/// for none) and `ARGV[2]` (offset), at most `ARGV[3]` messages, after trimming to the bounds
+/// `ARGV[4..6]`. Returns `{'ok', envelopes...}` when every message after the position is there,
+/// otherwise `{why}` (`none`: no history; `unasked`: no position given; `epoch`, `future`,
+/// `expired`, also when an entry is missing, evicted), followed by the newest envelope if
+/// `ARGV[7]` is `1` (a latest-value room).
 const READ_BODY: &str = "\
-local stream, meta = KEYS[1], KEYS[2]
+local stream, meta, index = KEYS[1], KEYS[2], KEYS[3]
 local epoch = redis.call('HGET', meta, 'epoch')
 if not epoch then return {'none'} end
-trim(stream, meta, tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]))
 local last = tonumber(redis.call('HGET', meta, 'offset'))
+local bytes = tonumber(redis.call('HGET', meta, 'bytes') or '0')
+local kept = trim(stream, meta, index, last, bytes, tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]))
 local function refuse(why)
   if ARGV[7] ~= '1' then return {why} end
   local newest = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
@@ -113,15 +126,12 @@ if ARGV[1] == '' then return refuse('unasked') end
 if ARGV[1] ~= epoch then return refuse('epoch') end
 local since = tonumber(ARGV[2])
 if since > last then return refuse('future') end
-local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
-local first_offset = last + 1
-if first then first_offset = tonumber(string.sub(first[1], 3)) end
-if since + 1 < first_offset then return refuse('expired') end
-local reply = {'ok'}
+if since + 1 < last - kept + 1 then return refuse('expired') end
 local from = '0-' .. string.format('%d', since + 1)
-for _, entry in ipairs(redis.call('XRANGE', stream, from, '+', 'COUNT', ARGV[3])) do
-  reply[#reply + 1] = entry[2][2]
-end
+local entries = redis.call('XRANGE', stream, from, '+', 'COUNT', ARGV[3])
+if #entries < math.min(last - since, tonumber(ARGV[3])) then return refuse('expired') end
+local reply = {'ok'}
+for _, entry in ipairs(entries) do reply[#reply + 1] = entry[2][2] end
 return reply";
 
 /// A script and its SHA-1, for `EVALSHA`: the link loads it on every connection.
