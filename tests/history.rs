@@ -477,3 +477,23 @@ async fn send_json_with_that_fails_to_serialize_sends_and_records_nothing() {
         serde_json::from_str(&next_text(&mut member).await).expect("JSON");
     assert_eq!(sent["pos"], next.to_string(), "nothing came between");
 }
+
+#[tokio::test]
+async fn send_confirmed_in_process_returns_at_once_with_the_position() {
+    let rooms = Rooms::builder().history(History::messages(10)).build();
+    let first = rooms.to("r").send("one").position().expect("a position");
+    let confirmed = within("send_confirmed", rooms.to("r").send_confirmed(|_| "two"))
+        .await
+        .expect("nothing to wait for in process");
+    assert_eq!(
+        confirmed.position().map(|p| p.offset()),
+        Some(first.offset() + 1)
+    );
+    let without = within(
+        "send_confirmed",
+        Rooms::new().to("r").send_confirmed(|_| "x"),
+    )
+    .await
+    .expect("no history");
+    assert_eq!(without.position(), None);
+}

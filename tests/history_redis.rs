@@ -392,3 +392,42 @@ async fn members_resuming_while_two_nodes_broadcast_get_every_offset_once_in_ord
         "only {joined_during} members joined while the room was busy: the test proves little"
     );
 }
+
+#[tokio::test]
+async fn send_confirmed_waits_for_the_position_redis_gave() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (
+        node(&redis, History::messages(10)).await,
+        node(&redis, History::messages(10)).await,
+    );
+    let (mut on_b, _) = join(&b, "r", None).await;
+    until_count(&a.rooms, "r", 1).await;
+    let plain = a
+        .rooms
+        .to("r")
+        .send_with(|pos| format!("{} plain", pos.expect("history")));
+    assert_eq!(
+        plain.position(),
+        None,
+        "through Redis, the position comes later"
+    );
+    let (first, _) = split(&next_text(&mut on_b).await);
+    let confirmed = within(
+        "the position",
+        a.rooms
+            .to("r")
+            .send_confirmed(|pos| format!("{} confirmed", pos.expect("history"))),
+    )
+    .await
+    .expect("Redis answers");
+    assert_eq!(confirmed.remote(), Remote::Sent);
+    let position = confirmed
+        .position()
+        .expect("a position, once Redis gave it");
+    let (seen, body) = split(&next_text(&mut on_b).await);
+    assert_eq!((seen, body.as_str()), (position, "confirmed"));
+    assert_eq!(
+        (position.epoch(), position.offset()),
+        (first.epoch(), first.offset() + 1)
+    );
+}

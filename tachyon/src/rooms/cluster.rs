@@ -117,7 +117,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// Records a broadcast built with `placeholder` in `room`'s history, and hands it to every
     /// server, this one included: each delivers it once the backend has given it its position,
-    /// in the backend's order.
+    /// in the backend's order. With `confirm`, also the position, once the backend has it.
+    #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
         room: &str,
@@ -126,7 +127,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
         history: &History,
         placeholder: Position,
         message: &Message,
-    ) -> Remote;
+        confirm: bool,
+    ) -> (Remote, Option<Answer<Position>>);
 
     /// The messages of `room`'s history after `since`, or its newest one if `since` is `None`.
     fn read(&self, room: &str, since: Option<Position>, history: &History) -> Answer<Read>;

@@ -92,7 +92,9 @@ impl Delivery {
         self.remote
     }
 
-    /// Where the message sits in the room's [`History`]: `None` if the room keeps none.
+    /// Where the message sits in the room's [`History`]: `None` if the room keeps none, and
+    /// through Redis, where Redis gives the position after the broadcast returned (the message
+    /// carries it; [`Broadcast::send_confirmed`] waits for it).
     pub fn position(&self) -> Option<Position> {
         self.position
     }
@@ -1087,7 +1089,7 @@ impl<M: Clone + Send + Sync + 'static> Broadcast<'_, M> {
     /// Through Redis, Redis assigns positions: `make` gets a placeholder of the same length,
     /// and Redis puts the real position in its place wherever its text appears in the message
     /// (so the delivery has no [`position`](Delivery::position)). Use it only to write it into
-    /// the message, as text.
+    /// the message, as text; [`send_confirmed`](Self::send_confirmed) waits for the position.
     pub fn send_with<T: Into<Message>>(self, make: impl FnOnce(Option<Position>) -> T) -> Delivery {
         let sent =
             self.try_send_with(|position| Ok::<_, std::convert::Infallible>(make(position).into()));
@@ -1113,33 +1115,74 @@ impl<M: Clone + Send + Sync + 'static> Broadcast<'_, M> {
         self,
         make: impl FnOnce(Option<Position>) -> std::result::Result<Message, E>,
     ) -> std::result::Result<Delivery, E> {
+        Ok(self.dispatch(make, false)?.0)
+    }
+
+    /// Sends the message `make` builds, as [`send_with`](Self::send_with) does, and waits until
+    /// it has its position: through Redis, until Redis has recorded it (one round trip, as the
+    /// delivery of [`send_with`] has no position there); in process or without history, it
+    /// returns at once. A broadcast the backend could not take is no error: the delivery says
+    /// [`Remote::NotDelivered`].
+    ///
+    /// # Errors
+    /// Through Redis: [`ClusterError::Unavailable`] if the link was lost before Redis answered
+    /// (the message may or may not have been recorded), [`ClusterError::Command`] if Redis
+    /// refused it or did not answer in time.
+    pub async fn send_confirmed<T: Into<Message>>(
+        self,
+        make: impl FnOnce(Option<Position>) -> T,
+    ) -> std::result::Result<Delivery, ClusterError> {
+        let sent = self.dispatch(
+            |position| Ok::<_, std::convert::Infallible>(make(position).into()),
+            true,
+        );
+        let (mut delivery, confirmed) = match sent {
+            Ok(sent) => sent,
+            Err(never) => match never {},
+        };
+        if let Some(confirmed) = confirmed {
+            delivery.position = Some(confirmed.await?);
+        }
+        Ok(delivery)
+    }
+
+    /// Sends the message `make` builds; with `confirm`, through a backend that records it, also
+    /// the position to come.
+    fn dispatch<E>(
+        self,
+        make: impl FnOnce(Option<Position>) -> std::result::Result<Message, E>,
+        confirm: bool,
+    ) -> std::result::Result<(Delivery, Option<cluster::Answer<Position>>), E> {
         let inner = &self.rooms.inner;
         if let Some((backend, history)) = self.recorded_remotely() {
             let Some(placeholder) = backend.placeholder() else {
-                return Ok(Delivery {
+                let delivery = Delivery {
                     remote: Remote::NotDelivered,
                     ..Delivery::default()
-                });
+                };
+                return Ok((delivery, None));
             };
             let message = make(Some(placeholder))?;
-            let remote = backend.record(
+            let (remote, confirmed) = backend.record(
                 self.room,
                 self.except,
                 self.policy,
                 &history,
                 placeholder,
                 &message,
+                confirm,
             );
-            return Ok(Delivery {
+            let delivery = Delivery {
                 remote,
                 ..Delivery::default()
-            });
+            };
+            return Ok((delivery, confirmed));
         }
         let Some(log) = self.log() else {
             let message = make(None)?;
             let mut delivery = inner.deliver(self.room, self.except, self.policy, &message);
             delivery.remote = self.publish(&message);
-            return Ok(delivery);
+            return Ok((delivery, None));
         };
         // Held until every member here was offered the message: see `Rooms::enter`.
         let mut log = lock(&log);
@@ -1150,7 +1193,7 @@ impl<M: Clone + Send + Sync + 'static> Broadcast<'_, M> {
         delivery.remote = self.publish(&message);
         drop(log);
         delivery.position = Some(position);
-        Ok(delivery)
+        Ok((delivery, None))
     }
 
     /// Serializes the value `make` builds from the broadcast's [`Position`] to JSON, once, and

@@ -26,11 +26,11 @@ const UNAGED_EXPIRY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// What the rooms ask of the link, in order.
 pub(super) enum Command {
-    /// Send `command` (a `PUBLISH`, or the script that records a broadcast and publishes it,
-    /// when `recorded`), paid for by `permit`.
+    /// Send `command` (a `PUBLISH`, or the script that records a broadcast and publishes it),
+    /// paid for by `permit`.
     Publish {
         command: redis::Cmd,
-        recorded: bool,
+        kind: Kind,
         permit: Permit,
     },
     /// A cluster-wide question. Queued behind the broadcasts and answered after the pending
@@ -43,6 +43,15 @@ pub(super) enum Command {
     Leave { done: oneshot::Sender<bool> },
 }
 
+/// What a published command is.
+pub(super) enum Kind {
+    Publish,
+    /// The script recording a broadcast: its reply (the position) goes to `confirm`, if given.
+    Record {
+        confirm: Option<oneshot::Sender<Value>>,
+    },
+}
+
 /// The backend held by the rooms: it queues for the link and never waits.
 pub(super) struct RedisBackend {
     pub(super) commands: mpsc::Sender<Command>,
@@ -51,7 +60,7 @@ pub(super) struct RedisBackend {
 }
 
 impl RedisBackend {
-    fn queue(&self, command: redis::Cmd, bytes: usize, recorded: bool) -> Remote {
+    fn queue(&self, command: redis::Cmd, bytes: usize, kind: Kind) -> Remote {
         if !self.state.up.load(Ordering::Acquire) {
             return Remote::NotDelivered;
         }
@@ -60,7 +69,7 @@ impl RedisBackend {
         };
         let command = Command::Publish {
             command,
-            recorded,
+            kind,
             permit,
         };
         // A refused command comes back in the error and is dropped here, with its permit.
@@ -74,7 +83,7 @@ impl RedisBackend {
         let bytes = envelope.len();
         let mut command = redis::cmd("PUBLISH");
         command.arg(channel).arg(envelope);
-        self.queue(command, bytes, false)
+        self.queue(command, bytes, Kind::Publish)
     }
 
     /// Queues `command` (waiting for room: the caller awaits an answer anyway) and waits for
@@ -159,7 +168,8 @@ impl Backend for RedisBackend {
         history: &History,
         placeholder: Position,
         message: &Message,
-    ) -> Remote {
+        confirm: bool,
+    ) -> (Remote, Option<Answer<Position>>) {
         let position = Some(placeholder);
         let envelope = Envelope::encode(self.keys.node, except, None, policy, position, message);
         let bytes = envelope.len();
@@ -181,7 +191,29 @@ impl Backend for RedisBackend {
             .arg(expiry.max(1))
             .arg(self.keys.room(room))
             .arg(Envelope::header_len(except, None, position));
-        self.queue(command, bytes, true)
+        let (confirm, confirmed) = if confirm {
+            let (confirm, confirmed) = oneshot::channel();
+            (Some(confirm), Some(confirmed))
+        } else {
+            (None, None)
+        };
+        let remote = self.queue(command, bytes, Kind::Record { confirm });
+        let confirmed = confirmed
+            .filter(|_| remote == Remote::Sent)
+            .map(|confirmed| {
+                let state = Arc::clone(&self.state);
+                let answer: Answer<Position> = Box::pin(async move {
+                    let reply = match tokio::time::timeout(state.timeout * 2, confirmed).await {
+                        Ok(Ok(reply)) => reply,
+                        // The link dropped it: Redis was lost before it answered.
+                        Ok(Err(_)) => return Err(state.unavailable()),
+                        Err(_) => return Err(state.failed("no position within two timeouts")),
+                    };
+                    recorded_position(reply).map_err(|error| state.failed(error))
+                });
+                answer
+            });
+        (remote, confirmed)
     }
 
     fn read(&self, room: &str, since: Option<Position>, history: &History) -> Answer<Read> {
@@ -290,6 +322,15 @@ fn read_reply(reply: Vec<Vec<u8>>) -> Read {
         _ => Err(NotRecovered::OtherEpoch),
     };
     Read { outcome, messages }
+}
+
+/// The position the record script answered (`{epoch, offset}`).
+fn recorded_position(reply: Value) -> Result<Position, String> {
+    let reply = reply.extract_error().map_err(|error| error.to_string())?;
+    let (epoch, offset): (String, u64) =
+        redis::from_redis_value(reply).map_err(|error| error.to_string())?;
+    let epoch = u64::from_str_radix(&epoch, 16).map_err(|error| error.to_string())?;
+    Ok(Position::new(epoch, offset))
 }
 
 fn millis(duration: Duration) -> u64 {

@@ -14,7 +14,7 @@ use crate::connection::random_u64;
 use crate::rooms::Rooms;
 use crate::rooms::cluster::Local;
 
-use super::backend::Command;
+use super::backend::{Command, Kind};
 use super::connection::{Connection, within};
 use super::keys::Keys;
 use super::scripts::{HEARTBEAT, RECORD};
@@ -32,8 +32,8 @@ enum Slot {
     /// A membership write: an error reply means Redis lost it.
     Membership,
     /// A recorded broadcast: an error reply means it reached no one (the script was flushed,
-    /// Redis is out of memory).
-    Record,
+    /// Redis is out of memory). The reply goes to the broadcaster if it waits for it.
+    Record(Option<oneshot::Sender<Value>>),
     Ask(oneshot::Sender<Value>),
 }
 
@@ -155,15 +155,18 @@ impl Link {
             match command {
                 Command::Publish {
                     command,
-                    recorded,
+                    kind,
                     permit,
                 } => {
                     bytes += permit.bytes();
-                    if recorded {
-                        pipe.add_command(command);
-                        slots.push(Slot::Record);
-                    } else {
-                        pipe.add_command(command).ignore();
+                    match kind {
+                        Kind::Record { confirm } => {
+                            pipe.add_command(command);
+                            slots.push(Slot::Record(confirm));
+                        }
+                        Kind::Publish => {
+                            pipe.add_command(command).ignore();
+                        }
                     }
                     paid.push(permit);
                     if bytes >= PIPELINE_BYTES {
@@ -245,14 +248,17 @@ impl Link {
                         self.state.dirty.store(true, Ordering::Release);
                     }
                 }
-                Slot::Record => {
-                    if let Value::ServerError(error) = reply {
+                Slot::Record(confirm) => {
+                    if let Value::ServerError(error) = &reply {
                         // The next heartbeat writes everything again, the script included.
                         self.state.dirty.store(true, Ordering::Release);
                         tracing::warn!(
                             url = %self.state.url, ?error,
                             "Redis refused to record a broadcast: it reached no one"
                         );
+                    }
+                    if let Some(confirm) = confirm {
+                        let _ = confirm.send(reply);
                     }
                 }
                 Slot::Ask(answer) => {

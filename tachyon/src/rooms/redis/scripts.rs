@@ -70,7 +70,7 @@ end
 /// the position in place of every occurrence of the placeholder's text (`ARGV[2]`, the same
 /// length) in the envelope (`ARGV[1]`), appends it, trims, renews the keys' expiry (`ARGV[7]`
 /// ms) and publishes on `ARGV[8]`. `ARGV[4..6]`: the bounds in messages, bytes and ms (0:
-/// none); `ARGV[9]`: the envelope's header length. Returns the offset.
+/// none); `ARGV[9]`: the envelope's header length. Returns the position: `{epoch, offset}`.
 const RECORD_BODY: &str = "\
 local stream, meta, index = KEYS[1], KEYS[2], KEYS[3]
 local envelope, placeholder = ARGV[1], ARGV[2]
@@ -101,7 +101,7 @@ redis.call('PEXPIRE', stream, ARGV[7])
 redis.call('PEXPIRE', meta, ARGV[7])
 redis.call('PEXPIRE', index, ARGV[7])
 redis.call('PUBLISH', ARGV[8], envelope)
-return offset";
+return {epoch, offset}";
 
 /// Reads a room's history (`KEYS`: stream, meta, index) after position `ARGV[1]` (epoch, empty
 /// for none) and `ARGV[2]` (offset), at most `ARGV[3]` messages, after trimming to the bounds
