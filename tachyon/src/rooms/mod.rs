@@ -1120,7 +1120,7 @@ impl<M: Clone + Send + Sync + 'static> Broadcast<'_, M> {
 
     /// Sends the message `make` builds, as [`send_with`](Self::send_with) does, and waits until
     /// it has its position: through Redis, until Redis has recorded it (one round trip, as the
-    /// delivery of [`send_with`] has no position there); in process or without history, it
+    /// delivery of [`send_with`](Self::send_with) has no position there); in process or without history, it
     /// returns at once. A broadcast the backend could not take is no error: the delivery says
     /// [`Remote::NotDelivered`].
     ///
