@@ -11,6 +11,7 @@ use axum::extract::State;
 use tachyon::rooms::{History, Position, Recovery};
 use tachyon::{Rooms, Tachyon, WebSocket, websocket};
 
+use support::resume::{assert_every_offset_once, resume, split};
 use support::{Client, Served, next_text, raw_connect, send_text, serve, within};
 
 /// Joins `room` from `since` (if it parses), says `recovered {missed}` or `not {reason:?}`,
@@ -58,12 +59,6 @@ fn text_of(position: Option<Position>) -> String {
 
 async fn app(rooms: Rooms) -> Served {
     serve(Tachyon::with_state(rooms).websocket(resumer)).await
-}
-
-/// A message as the test handler broadcasts it: its position, then its body.
-fn split(message: &str) -> (Position, String) {
-    let (position, body) = message.split_once(' ').expect("position, then body");
-    (position.parse().expect("a position"), body.to_owned())
 }
 
 async fn join(served: &Served, room: &str, since: Option<&str>) -> (Client, String) {
@@ -311,21 +306,8 @@ async fn members_resuming_while_eight_tasks_broadcast_get_every_offset_once_in_o
                         during,
                     )
                 };
-                let url = format!("ws://{addr}/history/hammer?since={since}");
-                let (mut client, _) = within("connecting", tokio_tungstenite::connect_async(url))
-                    .await
-                    .expect("handshake");
-                let mut offsets = Vec::new();
-                let mut said = None;
-                // The handler's answer comes after the replay; live messages broadcast
-                // meanwhile may come before it.
-                while offsets.last() != Some(&last) || said.is_none() {
-                    let text = next_text(&mut client).await;
-                    match text.split_once(' ') {
-                        Some(("recovered", _)) | Some(("not", _)) => said = Some(text),
-                        _ => offsets.push(split(&text).0.offset()),
-                    }
-                }
+                let path = format!("/history/hammer?since={since}");
+                let (offsets, said) = resume(addr, &path, last).await;
                 (since.offset(), offsets, said, during)
             })
         })
@@ -335,25 +317,11 @@ async fn members_resuming_while_eight_tasks_broadcast_get_every_offset_once_in_o
             .await
             .expect("broadcaster");
     }
-    let mut joined_during = 0;
+    let mut resumed = Vec::new();
     for member in members {
-        let (since, offsets, said, during) = within("a member", member).await.expect("member");
-        joined_during += usize::from(during);
-        let expected: Vec<u64> = (since + 1..=last).collect();
-        assert_eq!(
-            offsets, expected,
-            "from {since}: gap, duplicate or disorder"
-        );
-        assert!(
-            said.as_deref()
-                .is_some_and(|said| said.starts_with("recovered")),
-            "from {since}: {said:?}"
-        );
+        resumed.push(within("a member", member).await.expect("member"));
     }
-    assert!(
-        joined_during >= MEMBERS / 2,
-        "only {joined_during} members joined while the room was busy: the test proves little"
-    );
+    assert_every_offset_once(resumed, last);
 }
 
 #[tokio::test]

@@ -14,6 +14,7 @@ use tachyon::rooms::{History, Position, Recovery, RedisConfig, Remote};
 use tachyon::{Rooms, Tachyon, WebSocket, websocket};
 
 use support::redis_server::RedisServer;
+use support::resume::{assert_every_offset_once, resume, split};
 use support::{Client, Served, next_text, raw_connect, send_text, serve, within};
 
 fn config(redis: &RedisServer) -> RedisConfig {
@@ -79,12 +80,6 @@ async fn join(node: &Node, room: &str, since: Option<&str>) -> (Client, String) 
     let mut client = raw_connect(&node.served, &path).await;
     let said = next_text(&mut client).await;
     (client, said)
-}
-
-/// The position and body of a message the test handler broadcast.
-fn split(message: &str) -> (Position, String) {
-    let (position, body) = message.split_once(' ').expect("position, then body");
-    (position.parse().expect("a position"), body.to_owned())
 }
 
 /// Waits until `count` members are in `room` over the cluster: a node subscribes to a room's
@@ -348,20 +343,8 @@ async fn members_resuming_while_two_nodes_broadcast_get_every_offset_once_in_ord
                     let during = issued.len() < last as usize;
                     (issued[(m * 7919) % issued.len()], during)
                 };
-                let url = format!("ws://{}/history/hammer?since={since}", addrs[m % 2]);
-                let (mut client, _) = within("connecting", tokio_tungstenite::connect_async(url))
-                    .await
-                    .expect("handshake");
-                let (mut offsets, mut said) = (Vec::new(), None);
-                // The handler's answer comes after the replay; live messages broadcast
-                // meanwhile may come before it.
-                while offsets.last() != Some(&last) || said.is_none() {
-                    let text = next_text(&mut client).await;
-                    match text.split_once(' ') {
-                        Some(("recovered" | "not", _)) => said = Some(text),
-                        _ => offsets.push(split(&text).0.offset()),
-                    }
-                }
+                let path = format!("/history/hammer?since={since}");
+                let (offsets, said) = resume(addrs[m % 2], &path, last).await;
                 (since.offset(), offsets, said, during)
             })
         })
@@ -372,25 +355,11 @@ async fn members_resuming_while_two_nodes_broadcast_get_every_offset_once_in_ord
             .expect("broadcaster");
     }
     within("the watcher", watcher).await.expect("watcher");
-    let mut joined_during = 0;
+    let mut resumed = Vec::new();
     for member in members {
-        let (since, offsets, said, during) = within("a member", member).await.expect("member");
-        joined_during += usize::from(during);
-        let expected: Vec<u64> = (since + 1..=last).collect();
-        assert_eq!(
-            offsets, expected,
-            "from {since}: gap, duplicate or disorder"
-        );
-        assert!(
-            said.as_deref()
-                .is_some_and(|said| said.starts_with("recovered")),
-            "from {since}: {said:?}"
-        );
+        resumed.push(within("a member", member).await.expect("member"));
     }
-    assert!(
-        joined_during >= MEMBERS / 2,
-        "only {joined_during} members joined while the room was busy: the test proves little"
-    );
+    assert_every_offset_once(resumed, last);
 }
 
 #[tokio::test]

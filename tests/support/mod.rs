@@ -4,6 +4,7 @@
 pub mod chat_page;
 pub mod example;
 pub mod redis_server;
+pub mod resume;
 pub mod webdriver;
 
 use std::future::IntoFuture;

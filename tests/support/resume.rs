@@ -1,0 +1,60 @@
+//! The side of the resumable-rooms tests that plays a member coming back: the test handlers
+//! (`tests/history.rs`, `tests/history_redis.rs`) send each broadcast as `"{position} {body}"`
+//! and, after the replay, `recovered {missed}` or `not {reason}`.
+
+use std::net::SocketAddr;
+
+use tachyon::rooms::Position;
+
+use super::{next_text, within};
+
+/// A message as the test handlers broadcast it: its position, then its body.
+pub fn split(message: &str) -> (Position, String) {
+    let (position, body) = message.split_once(' ').expect("position, then body");
+    (position.parse().expect("a position"), body.to_owned())
+}
+
+/// What a member resuming at `path` on `addr` got: the offsets of the messages, in the order
+/// they came, up to `last`, and what the handler said of its recovery.
+pub async fn resume(addr: SocketAddr, path: &str, last: u64) -> (Vec<u64>, Option<String>) {
+    let url = format!("ws://{addr}{path}");
+    let (mut client, _) = within("connecting", tokio_tungstenite::connect_async(url))
+        .await
+        .expect("handshake");
+    let (mut offsets, mut said) = (Vec::new(), None);
+    // The handler's answer comes after the replay; live messages broadcast meanwhile may come
+    // before it.
+    while offsets.last() != Some(&last) || said.is_none() {
+        let text = next_text(&mut client).await;
+        match text.split_once(' ') {
+            Some(("recovered" | "not", _)) => said = Some(text),
+            _ => offsets.push(split(&text).0.offset()),
+        }
+    }
+    (offsets, said)
+}
+
+/// Checks that each member, resumed from `since` (`during`: while the room was busy), got
+/// exactly the offsets after it up to `last`, once each and in order, and recovered; and that
+/// enough of them joined while the room was busy for that to mean something.
+pub fn assert_every_offset_once(members: Vec<(u64, Vec<u64>, Option<String>, bool)>, last: u64) {
+    let count = members.len();
+    let mut joined_during = 0;
+    for (since, offsets, said, during) in members {
+        joined_during += usize::from(during);
+        let expected: Vec<u64> = (since + 1..=last).collect();
+        assert_eq!(
+            offsets, expected,
+            "from {since}: gap, duplicate or disorder"
+        );
+        assert!(
+            said.as_deref()
+                .is_some_and(|said| said.starts_with("recovered")),
+            "from {since}: {said:?}"
+        );
+    }
+    assert!(
+        joined_during >= count / 2,
+        "only {joined_during} of {count} members joined while the room was busy: the test proves little"
+    );
+}
