@@ -104,7 +104,15 @@ async fn build(name: &str) -> PathBuf {
     let mut command = Command::new("nice");
     command
         .args(["-n", "19", env!("CARGO")])
-        .args(["build", "--example", name, "--message-format=json"])
+        // `--workspace`, as the README's `cargo test --workspace`: the same features, so the
+        // example built for the tests is the one found here, with nothing to rebuild.
+        .args([
+            "build",
+            "--workspace",
+            "--example",
+            name,
+            "--message-format=json",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
