@@ -630,11 +630,18 @@ async fn cancel(mut ws: WebSocket) -> tachyon::Result<()> {
     assert!(dropped.is_none(), "the upgrade cannot complete in one poll");
     ws.accept().await?;
     ws.send_text("ready").await?;
-    // Receives dropped by `select!` lose nothing.
+    // Receives dropped by `select!` lose nothing. The client sends only once told that many
+    // were dropped.
+    let mut dropped = 0;
     let text = loop {
         tokio::select! {
             text = ws.receive_text() => break text?,
-            () = tokio::time::sleep(Duration::from_millis(1)) => {}
+            () = tokio::time::sleep(Duration::from_millis(1)) => {
+                dropped += 1;
+                if dropped == 20 {
+                    ws.send_text("20 receives dropped").await?;
+                }
+            }
         }
     };
     ws.send_text(format!("got {text}")).await?;
@@ -649,8 +656,7 @@ async fn dropped_accept_receive_and_close_futures_leave_the_socket_usable() {
     let served = serve(Tachyon::new().websocket(cancel)).await;
     let mut client = raw_connect(&served, "/cancel").await;
     assert_eq!(next_text(&mut client).await, "ready");
-    // Long enough for many receive futures to be dropped first.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(next_text(&mut client).await, "20 receives dropped");
     send_text(&mut client, "one").await;
     assert_eq!(next_text(&mut client).await, "got one");
     assert_eq!(next_text(&mut client).await, "still open");
