@@ -395,14 +395,14 @@ impl<M: Clone + Send + Sync + 'static> Rooms<M> {
     /// cursor that holds live messages back until then ([`Entered::CatchUp`]).
     fn enter(&self, room: &str, sender: &Sender, data: M, since: Option<Position>) -> Entered {
         let hook_data = self.inner.on_join.as_ref().map(|_| data.clone());
-        let log = self.inner.log(room);
+        let (log, now) = self.inner.log(room).unzip();
         let mut log = log.as_deref().map(lock);
         let remote = self.inner.remote_history(room);
         let cursor = remote
             .filter(|history| since.is_some() || history.sends_latest())
             .map(|_| Arc::new(Mutex::new(Cursor::holding())));
-        let (mut recovery, replay) = match log.as_deref_mut() {
-            Some(log) => catch_up(log, since, Instant::now()),
+        let (mut recovery, replay) = match log.as_deref_mut().zip(now) {
+            Some((log, now)) => catch_up(log, since, now),
             None if since.is_some() && remote.is_none() => {
                 (Recovery::NotRecovered(NotRecovered::NoHistory), vec![])
             }
@@ -756,9 +756,10 @@ impl<M> Inner<M> {
         self.registry.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The log of `room`, made if the room's policy asks for history; `None` if it keeps none.
-    /// Now and then, forgets the spent logs of rooms without members.
-    fn log(&self, room: &str) -> Option<Arc<Mutex<Log>>> {
+    /// The log of `room`, made if the room's policy asks for history, and the time it was
+    /// looked up at (the one reading of the clock a broadcast makes); `None` if the room keeps
+    /// none. Now and then, forgets the spent logs of rooms without members.
+    fn log(&self, room: &str) -> Option<(Arc<Mutex<Log>>, Instant)> {
         if self.backend.is_some() {
             return None; // the backend keeps the history
         }
@@ -778,12 +779,12 @@ impl<M> Inner<M> {
             }
         }
         if let Some(log) = logs.rooms.get(room) {
-            return Some(Arc::clone(log));
+            return Some((Arc::clone(log), now));
         }
         let history = policy(room)?;
         let log = Arc::new(Mutex::new(Log::new(history, random_u64())));
         logs.rooms.insert(Arc::from(room), Arc::clone(&log));
-        Some(log)
+        Some((log, now))
     }
 
     /// Offers `message` to a member of this server's rooms; `None` if it is not one.
@@ -1059,7 +1060,7 @@ impl<M: Clone + Send + Sync + 'static> Broadcast<'_, M> {
     }
 
     /// The room's log, unless this broadcast stays out of it.
-    fn log(&self) -> Option<Arc<Mutex<Log>>> {
+    fn log(&self) -> Option<(Arc<Mutex<Log>>, Instant)> {
         if self.transient {
             return None;
         }
@@ -1178,7 +1179,7 @@ impl<M: Clone + Send + Sync + 'static> Broadcast<'_, M> {
             };
             return Ok((delivery, confirmed));
         }
-        let Some(log) = self.log() else {
+        let Some((log, now)) = self.log() else {
             let message = make(None)?;
             let mut delivery = inner.deliver(self.room, self.except, self.policy, &message);
             delivery.remote = self.publish(&message);
@@ -1188,7 +1189,7 @@ impl<M: Clone + Send + Sync + 'static> Broadcast<'_, M> {
         let mut log = lock(&log);
         let position = log.next();
         let message = make(Some(position))?;
-        log.push(message.clone(), Instant::now());
+        log.push(message.clone(), now);
         let mut delivery = inner.deliver(self.room, self.except, self.policy, &message);
         delivery.remote = self.publish(&message);
         drop(log);
@@ -1245,11 +1246,11 @@ impl<M: Clone + Send + Sync + 'static> Broadcast<'_, M> {
         let mut delivery = Delivery::default();
         let mut full = Vec::new();
         {
-            let log = self.log();
+            let (log, now) = self.log().unzip();
             let mut log = log.as_deref().map(lock);
-            if let Some(log) = log.as_deref_mut() {
+            if let (Some(log), Some(now)) = (log.as_deref_mut(), now) {
                 delivery.position = Some(log.next());
-                log.push(message.clone(), Instant::now());
+                log.push(message.clone(), now);
             }
             delivery.remote = self.publish(&message);
             let members: Vec<Sender> = self
