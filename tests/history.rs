@@ -7,54 +7,15 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State;
-use tachyon::rooms::{History, Position, Recovery};
-use tachyon::{Rooms, Tachyon, WebSocket, websocket};
+use tachyon::rooms::History;
+use tachyon::{Rooms, Tachyon};
 
-use support::resume::{assert_every_offset_once, resume, split};
+use support::resume::{assert_every_offset_once, resume, resumer, split, text_of};
 use support::{Client, Served, next_text, raw_connect, send_text, serve, within};
-
-/// Joins `room` from `since` (if it parses), says `recovered {missed}` or `not {reason:?}`,
-/// then broadcasts what it receives, prefixed with the broadcast's position.
-#[websocket("/history/{room}?<since>")]
-async fn resumer(
-    mut ws: WebSocket,
-    room: String,
-    since: Option<String>,
-    State(rooms): State<Rooms>,
-) -> tachyon::Result<()> {
-    ws.accept().await?;
-    let since = since.and_then(|text| text.parse::<Position>().ok());
-    let recovery = rooms.join_since(&room, &ws, since).await?;
-    ws.send_text(said(recovery)).await?;
-    loop {
-        let text = ws.receive_text().await?;
-        if let Some(since) = text.strip_prefix("rejoin ") {
-            let recovery = rooms.join_since(&room, &ws, since.parse().ok()).await?;
-            ws.send_text(said(recovery)).await?;
-            continue;
-        }
-        rooms
-            .to(&room)
-            .send_with(|position| format!("{} {text}", text_of(position)));
-    }
-}
-
-fn said(recovery: Recovery) -> String {
-    match recovery {
-        Recovery::Recovered { missed } => format!("recovered {missed}"),
-        Recovery::NotRecovered(reason) => format!("not {reason:?}"),
-        other => format!("{other:?}"),
-    }
-}
 
 /// The text of the position at `offset` in `epoch`.
 fn at(epoch: u64, offset: u64) -> String {
     format!("{epoch:016x}-{offset:016x}")
-}
-
-fn text_of(position: Option<Position>) -> String {
-    position.map_or_else(|| "none".to_owned(), |position| position.to_string())
 }
 
 async fn app(rooms: Rooms) -> Served {

@@ -9,41 +9,17 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State;
-use tachyon::rooms::{History, Position, Recovery, RedisConfig, Remote};
-use tachyon::{Rooms, Tachyon, WebSocket, websocket};
+use tachyon::rooms::{History, RedisConfig, Remote};
+use tachyon::{Rooms, Tachyon};
 
 use support::redis_server::RedisServer;
-use support::resume::{assert_every_offset_once, resume, split};
+use support::resume::{assert_every_offset_once, resume, resumer, split};
 use support::{Client, Served, next_text, raw_connect, send_text, serve, within};
 
 fn config(redis: &RedisServer) -> RedisConfig {
     RedisConfig::new(redis.url())
         .heartbeat(Duration::from_millis(200))
         .timeout(Duration::from_millis(500))
-}
-
-/// Joins `room` from `since`, says `recovered {missed}` or `not {reason:?}`, then broadcasts
-/// each text it receives, prefixed with the broadcast's position.
-#[websocket("/history/{room}?<since>")]
-async fn resumer(
-    mut ws: WebSocket,
-    room: String,
-    since: Option<String>,
-    State(rooms): State<Rooms>,
-) -> tachyon::Result<()> {
-    ws.accept().await?;
-    let since = since.and_then(|text| text.parse::<Position>().ok());
-    let said = match rooms.join_since(&room, &ws, since).await? {
-        Recovery::Recovered { missed } => format!("recovered {missed}"),
-        Recovery::NotRecovered(reason) => format!("not {reason:?}"),
-        other => format!("{other:?}"),
-    };
-    ws.send_text(said).await?;
-    loop {
-        let text = ws.receive_text().await?;
-        broadcast(&rooms, &room, &text);
-    }
 }
 
 fn broadcast(rooms: &Rooms, room: &str, body: &str) -> Remote {

@@ -1,12 +1,54 @@
-//! The side of the resumable-rooms tests that plays a member coming back: the test handlers
-//! (`tests/history.rs`, `tests/history_redis.rs`) send each broadcast as `"{position} {body}"`
-//! and, after the replay, `recovered {missed}` or `not {reason}`.
+//! Both sides of the resumable-rooms tests (`tests/history.rs`, `tests/history_redis.rs`): the
+//! handler, which sends each broadcast as `"{position} {body}"` and, after the replay,
+//! `recovered {missed}` or `not {reason}`; and a member coming back.
 
 use std::net::SocketAddr;
 
-use tachyon::rooms::Position;
+use axum::extract::State;
+use tachyon::rooms::{Position, Recovery};
+use tachyon::{Rooms, WebSocket, websocket};
 
 use super::{next_text, within};
+
+/// Joins `room` from `since` (if it parses), says `recovered {missed}` or `not {reason:?}`,
+/// then broadcasts what it receives, prefixed with the broadcast's position; `rejoin SINCE`
+/// joins again and says what that did.
+#[websocket("/history/{room}?<since>")]
+pub async fn resumer(
+    mut ws: WebSocket,
+    room: String,
+    since: Option<String>,
+    State(rooms): State<Rooms>,
+) -> tachyon::Result<()> {
+    ws.accept().await?;
+    let since = since.and_then(|text| text.parse::<Position>().ok());
+    let recovery = rooms.join_since(&room, &ws, since).await?;
+    ws.send_text(said(recovery)).await?;
+    loop {
+        let text = ws.receive_text().await?;
+        if let Some(since) = text.strip_prefix("rejoin ") {
+            let recovery = rooms.join_since(&room, &ws, since.parse().ok()).await?;
+            ws.send_text(said(recovery)).await?;
+            continue;
+        }
+        rooms
+            .to(&room)
+            .send_with(|position| format!("{} {text}", text_of(position)));
+    }
+}
+
+fn said(recovery: Recovery) -> String {
+    match recovery {
+        Recovery::Recovered { missed } => format!("recovered {missed}"),
+        Recovery::NotRecovered(reason) => format!("not {reason:?}"),
+        other => format!("{other:?}"),
+    }
+}
+
+/// A position as the handler writes it: `none` in a room without history.
+pub fn text_of(position: Option<Position>) -> String {
+    position.map_or_else(|| "none".to_owned(), |position| position.to_string())
+}
 
 /// A message as the test handlers broadcast it: its position, then its body.
 pub fn split(message: &str) -> (Position, String) {
