@@ -11,10 +11,14 @@
 mod args;
 mod client;
 mod cluster;
+mod deflate;
+mod fanout;
+mod floor;
 mod history;
 mod report;
 mod scenario;
 mod server;
+mod wire;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -138,6 +142,16 @@ async fn compare(
             // In-process rooms against rooms through Redis: servers of its own.
             Scenario::Cluster => {
                 rows.extend(cluster::compare(&servers[1], settings, rounds).await?);
+                continue;
+            }
+            // Tachyon against the naive pattern and a floor server of its own.
+            Scenario::Fanout => {
+                rows.extend(fanout::compare(&servers[0], &servers[1], settings, rounds).await?);
+                continue;
+            }
+            // The Tachyon server's echo with deflate off and on.
+            Scenario::EchoDeflate => {
+                rows.extend(deflate::compare(&servers[1], settings, rounds).await?);
                 continue;
             }
             // Two setups of Tachyon's each, on fresh servers (or none).

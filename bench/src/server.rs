@@ -4,7 +4,8 @@
 //! in the WebSocket layer: axum's `WebSocketUpgrade` or Tachyon's `#[websocket]`. For the fan-out
 //! scenario both also have a room (`/room` joins it, `/fire` broadcasts to it): the raw server
 //! keeps the seed's connection manager written in Rust (a list of senders, one awaited send
-//! each), the Tachyon server uses `Rooms`. For the history scenarios the Tachyon server also
+//! each), the Tachyon server uses `Rooms`; a third server, `serve floor` ([`crate::floor`]),
+//! has the same two routes and nothing else. For the history scenarios the Tachyon server also
 //! has `/publish` (broadcasts to a named room on request) and `/resume` (joins a named room with
 //! `join_since`), and runs a third way, `serve history`: the same routes on rooms that keep a
 //! history. A server runs in its own process so that its memory and CPU time can be read from
@@ -44,6 +45,9 @@ pub(crate) enum ServerKind {
     /// The Tachyon server with rooms that keep a history of [`HISTORY_DEPTH`] broadcasts (the
     /// history and recovery scenarios; not one of the two compared by the others).
     History,
+    /// The fan-out scenario's floor ([`crate::floor`]): `/room` and `/fire` only, with no
+    /// WebSocket library.
+    Floor,
 }
 
 impl ServerKind {
@@ -52,11 +56,12 @@ impl ServerKind {
             Self::Raw => "raw",
             Self::Tachyon => "tachyon",
             Self::History => "history",
+            Self::Floor => "floor",
         }
     }
 
     pub(crate) fn parse(name: &str) -> Option<Self> {
-        [Self::Raw, Self::Tachyon, Self::History]
+        [Self::Raw, Self::Tachyon, Self::History, Self::Floor]
             .into_iter()
             .find(|kind| kind.name() == name)
     }
@@ -262,6 +267,7 @@ pub(crate) async fn serve(kind: ServerKind) -> io::Result<()> {
                 .history(History::messages(HISTORY_DEPTH))
                 .build(),
         ),
+        ServerKind::Floor => return crate::floor::serve().await,
     };
     serve_app(app).await
 }
