@@ -2,13 +2,16 @@
 //!
 //! Every message comes back as it came: text as text, binary as binary. The message and frame
 //! limits are raised to 64 MiB because the suite's 9.* cases send messages of up to 16 MiB.
-//! `scripts/autobahn` builds it, runs the fuzzing-client cases against it and stops it; by hand:
-//! `cargo run --release --example autobahn_echo -- --addr 127.0.0.1:9001`. Ctrl-C or SIGTERM
-//! shuts it down gracefully.
+//! permessage-deflate is on (the 12.* and 13.* cases offer it), with no size threshold, so that
+//! every message a client compresses is answered compressed; `--no-deflate` turns it off.
+//! `scripts/autobahn` builds it, runs the fuzzing-client cases against it (both ways) and stops
+//! it; by hand: `cargo run --release --example autobahn_echo -- --addr 127.0.0.1:9001`. Ctrl-C
+//! or SIGTERM shuts it down gracefully.
 
 use std::net::SocketAddr;
 
-use tachyon::{Message, Tachyon, WebSocket, websocket};
+use tachyon::settings::Deflate;
+use tachyon::{Message, Settings, Tachyon, WebSocket, websocket};
 
 /// Echoes each message with its kind until the client closes.
 #[websocket(
@@ -33,16 +36,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
-    let addr = address_from_args()?;
-    tracing::warn!("autobahn echo server on ws://{addr}/");
-    Tachyon::new().websocket(echo).serve(addr).await?;
+    let (addr, deflate) = args()?;
+    tracing::warn!("autobahn echo server on ws://{addr}/ (permessage-deflate: {deflate})");
+    let deflate = deflate.then(|| Deflate::new().threshold(0));
+    Tachyon::new()
+        .settings(Settings::new().deflate(deflate))
+        .websocket(echo)
+        .serve(addr)
+        .await?;
     Ok(())
 }
 
-/// `--addr HOST:PORT`, default `127.0.0.1:9001` (where Autobahn's fuzzing client looks).
-fn address_from_args() -> Result<SocketAddr, String> {
+/// `--addr HOST:PORT`, default `127.0.0.1:9001` (where Autobahn's fuzzing client looks), and
+/// whether permessage-deflate is on (`--no-deflate` turns it off).
+fn args() -> Result<(SocketAddr, bool), String> {
     let mut args = std::env::args().skip(1);
     let mut addr = "127.0.0.1:9001".to_owned();
+    let mut deflate = true;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--addr" => {
@@ -50,16 +60,19 @@ fn address_from_args() -> Result<SocketAddr, String> {
                     .next()
                     .ok_or("--addr needs a value, like 127.0.0.1:9001")?;
             }
+            "--no-deflate" => deflate = false,
             other => match other.strip_prefix("--addr=") {
                 Some(value) => addr = value.to_owned(),
                 None => {
                     return Err(format!(
-                        "unknown argument `{other}`; usage: autobahn_echo [--addr HOST:PORT]"
+                        "unknown argument `{other}`; usage: autobahn_echo [--addr HOST:PORT] [--no-deflate]"
                     ));
                 }
             },
         }
     }
-    addr.parse()
-        .map_err(|error| format!("--addr `{addr}` is not HOST:PORT ({error})"))
+    let addr = addr
+        .parse()
+        .map_err(|error| format!("--addr `{addr}` is not HOST:PORT ({error})"))?;
+    Ok((addr, deflate))
 }

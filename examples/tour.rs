@@ -15,7 +15,7 @@
 //!
 //! | Route | What it does |
 //! |-------|--------------|
-//! | `/ws` | echoes `Echo: {text}` |
+//! | `/ws` | echoes `Echo: {text}`, compressed with permessage-deflate where the client offers it |
 //! | `/ws/{room_id}` | welcomes, then echoes `[{room_id}] {text}` |
 //! | `/ws/json` | answers `{"received": msg, "processed": true, "echo": msg.message}` |
 //! | `/ws/bytes` | answers the bytes reversed |
@@ -33,10 +33,12 @@ use axum::response::Html;
 use axum::routing::get;
 use serde_json::{Value, json};
 use tachyon::rooms::RedisConfig;
+use tachyon::settings::Deflate;
 use tachyon::{Rooms, Tachyon, WebSocket, WebSocketRouter, websocket};
 
-/// The basic echo.
-#[websocket("/ws")]
+/// The basic echo, with permessage-deflate on: browsers offer it, so the page's
+/// `ws.extensions` says `permessage-deflate` (messages under 256 bytes still go out plain).
+#[websocket("/ws", deflate = Deflate::new())]
 async fn echo(mut ws: WebSocket) -> tachyon::Result<()> {
     ws.accept().await?;
     loop {
@@ -182,13 +184,25 @@ async fn index() -> Html<&'static str> {
 <ul id="messages"></ul>
 <script>
 const ws = new WebSocket(`ws://${location.host}/ws`);
+const long = "Hello again! ".repeat(100);
 ws.onmessage = (event) => {
     console.log("Received:", event.data);
     const item = document.createElement("li");
-    item.textContent = event.data;
+    // The long echo is over the compression threshold: it arrives compressed.
+    item.textContent = event.data.length > 200
+        ? `Long echo: ${event.data === `Echo: ${long}` ? "intact" : "damaged"}, ${event.data.length} characters`
+        : event.data;
     document.getElementById("messages").appendChild(item);
+    if (event.data === "Echo: Hello!") ws.send(long);
 };
-ws.onopen = () => ws.send("Hello!");
+ws.onopen = () => {
+    // What the server agreed to: "permessage-deflate; server_no_context_takeover; ..."
+    const item = document.createElement("li");
+    item.id = "extensions";
+    item.textContent = `Extensions: ${ws.extensions}`;
+    document.getElementById("messages").appendChild(item);
+    ws.send("Hello!");
+};
 // Output: "Echo: Hello!"
 </script>
 </body>

@@ -100,7 +100,20 @@ async fn the_tour_page_shows_the_echo_in_a_browser() {
     // The page's WebSocket races the browser's virtual clock; a slow machine may need a retry.
     for attempt in 1..=3 {
         dom = dump_dom(&url, attempt).await;
-        if dom.contains("<li>Echo: Hello!</li>") {
+        if dom.contains("<li>Echo: Hello!</li>") && dom.contains("<li>Long echo:") {
+            // The tour's `/ws` turns compression on, and Chromium offers it: the long echo came
+            // compressed, and Chromium inflated it whole.
+            assert!(
+                dom.contains("<li>Long echo: intact, 1306 characters</li>"),
+                "the long echo did not arrive intact:\n{dom}"
+            );
+            assert!(
+                dom.contains(
+                    "Extensions: permessage-deflate; server_no_context_takeover; \
+                     client_no_context_takeover</li>"
+                ),
+                "the page's `ws.extensions` does not say permessage-deflate:\n{dom}"
+            );
             return;
         }
     }

@@ -4,13 +4,14 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tachyon::shutdown::Shutdown;
 use tachyon::{Error, Message, Settings, Tachyon, WebSocket, WebSocketRouter, websocket};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::tungstenite::Message as WireMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame as WireCloseFrame;
 
@@ -589,13 +590,17 @@ async fn closed_resolves_when_the_connection_ends_and_ids_are_unique() {
 }
 
 #[websocket("/closes-unread", close_timeout = Duration::from_secs(60))]
-async fn closes_unread(mut ws: WebSocket, State(reports): State<Reporter>) -> tachyon::Result<()> {
+async fn closes_unread(
+    mut ws: WebSocket,
+    State((reports, go)): State<(Reporter, Arc<Notify>)>,
+) -> tachyon::Result<()> {
     ws.accept().await?;
     let sender = ws.sender()?;
     ws.send_text("send me something").await?;
-    // Waits for the client's message to be read ahead, then closes without taking it.
+    // Waits until the test knows the client's message was read ahead, then closes without
+    // taking it.
     let _ = reports.send("waiting".to_owned());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    go.notified().await;
     sender.close(4000, "done here")?;
     // The handler keeps its socket (and the unread message) while the close completes.
     tokio::time::sleep(WAIT * 2).await;
@@ -606,11 +611,32 @@ async fn closes_unread(mut ws: WebSocket, State(reports): State<Reporter>) -> ta
 #[tokio::test]
 async fn a_close_completes_even_with_a_message_the_handler_never_read() {
     let (reporter, mut reports) = reports();
-    let served = serve(Tachyon::with_state(reporter).websocket(closes_unread)).await;
+    let go = Arc::new(Notify::new());
+    let app = Tachyon::with_state((reporter, Arc::clone(&go))).websocket(closes_unread);
+    let served = serve(app).await;
     let mut client = raw_connect(&served, "/closes-unread").await;
     assert_eq!(next_text(&mut client).await, "send me something");
-    send_text(&mut client, "unread").await;
     assert_eq!(reports.next().await, "waiting");
+    // A ping, then the message, in one write: the server reads them together, so once its pong
+    // is back, the message behind the ping is in the handler's inbox (read ahead, not taken).
+    within(
+        "queueing the ping",
+        client.feed(WireMessage::Ping("seen?".into())),
+    )
+    .await
+    .expect("feed");
+    within(
+        "queueing the message",
+        client.feed(WireMessage::text("unread")),
+    )
+    .await
+    .expect("feed");
+    within("sending both", client.flush()).await.expect("flush");
+    match within("the pong", client.next()).await {
+        Some(Ok(WireMessage::Pong(payload))) => assert_eq!(&payload[..], b"seen?"),
+        other => panic!("expected the pong, got {other:?}"),
+    }
+    go.notify_one();
     assert_eq!(close_of(&mut client).await, (4000, "done here".to_owned()));
     // Polling sends the close reply; the server then ends the connection at once, not after
     // its 60 s close timeout (`within` would fail first).

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use futures_util::{SinkExt, StreamExt};
 use tachyon::settings::Origins;
 use tachyon::{Settings, Tachyon, WebSocket, WebSocketRouter, websocket};
@@ -297,7 +297,7 @@ async fn an_app_limit_holds_across_its_routes() {
 
 #[tokio::test]
 async fn websockets_work_over_http2() {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::rt::TokioIo;
 
     let (reporter, _reports) = support::reports();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -313,25 +313,7 @@ async fn websockets_work_over_http2() {
             }),
     );
 
-    let io = TokioIo::new(TcpStream::connect(addr).await.expect("connect"));
-    let (mut send_request, connection) = within(
-        "an HTTP/2 connection",
-        hyper::client::conn::http2::Builder::new(TokioExecutor::new()).handshake(io),
-    )
-    .await
-    .expect("HTTP/2 handshake");
-    let driver = tokio::spawn(connection);
-    let request = hyper::Request::builder()
-        .method(hyper::Method::CONNECT)
-        .extension(hyper::ext::Protocol::from_static("websocket"))
-        .uri(format!("http://{addr}/ws"))
-        .header("sec-websocket-version", "13")
-        .header(header::HOST, HeaderValue::from_static("localhost"))
-        .body(http_body_util_empty())
-        .expect("request");
-    let mut response = within("the response", send_request.send_request(request))
-        .await
-        .expect("response");
+    let (mut response, driver) = support::http2_handshake(addr, "/ws", None).await;
     assert_eq!(response.status(), StatusCode::OK);
     let upgraded = within("the upgrade", hyper::upgrade::on(&mut response))
         .await
@@ -356,9 +338,4 @@ async fn websockets_work_over_http2() {
         .await
         .expect("join")
         .expect("serve");
-}
-
-/// An empty request body for hyper's client.
-fn http_body_util_empty() -> axum::body::Body {
-    axum::body::Body::empty()
 }

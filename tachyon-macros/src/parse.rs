@@ -54,6 +54,7 @@ settings!(
     max_connections,
     expose_errors,
     browser_readable_rejections,
+    deflate,
 );
 
 /// `#[websocket("/path", crate = "path::to::tachyon", max_message_size = 1 << 24, ...)]`.

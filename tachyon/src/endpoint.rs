@@ -20,10 +20,9 @@ use futures_util::FutureExt;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
-use tokio_tungstenite::WebSocketStream;
 use tungstenite::handshake::derive_accept_key;
-use tungstenite::protocol::{Role, WebSocketConfig};
 
+use crate::connection::deflate::{Agreed, Offer};
 use crate::connection::driver::{Driver, Run, Socket};
 use crate::connection::outcome::Outcome;
 use crate::connection::read_ahead::ReadAhead;
@@ -146,11 +145,13 @@ impl Connection {
             Err(RawPathParamsRejection::MissingPathParams(_)) => Params::default(),
             Err(rejection) => return Err(rejection.into_response()),
         };
+        let deflate = Offer::from_headers(&parts.headers);
         Ok(Self {
             parts,
             upgrade: Upgrade {
                 on_upgrade,
                 accept_key,
+                deflate,
             },
             path_params,
             query: OnceLock::new(),
@@ -351,8 +352,8 @@ impl Upgraded {
         let config = self.config;
         // Boxed: what the upgrade task captures stays allocated as long as it runs.
         let connection = Box::new(self);
-        upgrade.respond(accept, &config, move |socket| {
-            connection.start(socket, handler_socket, handler)
+        upgrade.respond(accept, &config, move |socket, deflate| {
+            connection.start(socket, deflate, handler_socket, handler)
         })
     }
 
@@ -363,6 +364,7 @@ impl Upgraded {
     fn start<H>(
         self: Box<Self>,
         socket: Socket,
+        deflate: Option<Agreed>,
         handler_socket: Option<oneshot::Sender<Sender>>,
         handler: H,
     ) -> Run<H, (Option<Registration>, Admission)>
@@ -378,7 +380,7 @@ impl Upgraded {
         } = *self;
         let shared = Shared::new(&config, id);
         let registration = shutdown.map(|shutdown| shutdown.register(&shared));
-        let driver = Driver::new(socket, Arc::clone(&shared), &config);
+        let driver = Driver::new(socket, Arc::clone(&shared), &config, deflate);
         let delivered = handler_socket.is_some_and(|handler_socket| {
             handler_socket
                 .send(Sender::new(Arc::clone(&shared)))
@@ -400,6 +402,8 @@ struct Upgrade {
     on_upgrade: OnUpgrade,
     /// The `Sec-WebSocket-Accept` to answer with; `None` over HTTP/2, which answers `200`.
     accept_key: Option<HeaderValue>,
+    /// The client's offer of permessage-deflate, if it made one.
+    deflate: Option<Offer>,
 }
 
 impl Upgrade {
@@ -407,19 +411,18 @@ impl Upgrade {
     /// builds it; `callback` runs with the socket in a task of its own once the upgrade is done.
     fn respond<C, Fut>(self, accept: Accept, config: &Config, callback: C) -> Response
     where
-        C: FnOnce(Socket) -> Fut + Send + 'static,
+        C: FnOnce(Socket, Option<Agreed>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let Self {
             on_upgrade,
             accept_key,
+            deflate,
         } = self;
-        let websocket_config = WebSocketConfig::default()
-            .read_buffer_size(config.read_buffer_size)
-            .write_buffer_size(config.write_buffer_size)
-            .max_write_buffer_size(config.max_write_buffer_size)
-            .max_message_size(Some(config.max_message_size))
-            .max_frame_size(Some(config.max_frame_size));
+        let deflate = deflate
+            .zip(config.deflate.as_ref())
+            .map(|(offer, settings)| offer.accept(settings));
+        let agreed = deflate.as_ref().map(|(agreed, _)| *agreed);
         tokio::spawn(async move {
             let upgraded = match on_upgrade.await {
                 Ok(upgraded) => upgraded,
@@ -431,10 +434,7 @@ impl Upgrade {
                     return;
                 }
             };
-            let io = ReadAhead::new(TokioIo::new(upgraded));
-            let socket =
-                WebSocketStream::from_raw_socket(io, Role::Server, Some(websocket_config)).await;
-            callback(socket).await;
+            callback(ReadAhead::new(TokioIo::new(upgraded)), agreed).await;
         });
 
         let mut response = match accept_key {
@@ -457,7 +457,16 @@ impl Upgrade {
                 .insert(header::SEC_WEBSOCKET_PROTOCOL, value);
         }
         for (name, value) in headers {
-            response.headers_mut().append(name, value);
+            // Extensions are the server's to agree to: a handler's header would promise one
+            // the connection does not speak.
+            if name != header::SEC_WEBSOCKET_EXTENSIONS {
+                response.headers_mut().append(name, value);
+            }
+        }
+        if let Some((_, answer)) = deflate {
+            response
+                .headers_mut()
+                .insert(header::SEC_WEBSOCKET_EXTENSIONS, answer);
         }
         response
     }

@@ -2,7 +2,6 @@
 
 use axum::body::Bytes;
 use axum::extract::ws::Utf8Bytes;
-use tungstenite::Message as WireMessage;
 
 use crate::error::MessageKind;
 
@@ -44,33 +43,6 @@ impl Message {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    /// The message as tungstenite sends it.
-    pub(crate) fn into_wire(self) -> WireMessage {
-        match self {
-            Self::Text(text) => WireMessage::Text(wire_text(text)),
-            Self::Binary(bytes) => WireMessage::Binary(bytes),
-        }
-    }
-}
-
-/// axum's `Utf8Bytes` wraps tungstenite's without giving it out: going through `Bytes` keeps the
-/// payload shared, for one UTF-8 check.
-pub(crate) fn wire_text(text: Utf8Bytes) -> tungstenite::Utf8Bytes {
-    // Cannot fail: axum's `Utf8Bytes` holds UTF-8 by construction. An empty text is sent
-    // rather than a panic if that ever changed.
-    tungstenite::Utf8Bytes::try_from(Bytes::from(text)).unwrap_or_default()
-}
-
-/// Turns tungstenite's text into axum's, which Tachyon's API carries.
-///
-/// # Errors
-/// Only if tungstenite delivered text that is not UTF-8, which it checks before: the error the
-/// client would have got for it.
-pub(crate) fn from_wire_text(
-    text: tungstenite::Utf8Bytes,
-) -> Result<Utf8Bytes, tungstenite::Error> {
-    Ok(Utf8Bytes::try_from(Bytes::from(text))?)
 }
 
 impl From<String> for Message {

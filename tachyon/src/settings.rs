@@ -39,9 +39,9 @@ pub use crate::origin::{OriginPattern, Origins};
 ///
 /// | setting | default | what it bounds |
 /// |---|---|---|
-/// | [`read_buffer_size`](Self::read_buffer_size) | 4 KiB | the read buffer each connection keeps |
-/// | [`write_buffer_size`](Self::write_buffer_size) | 8 KiB | bytes buffered before a write |
-/// | [`max_write_buffer_size`](Self::max_write_buffer_size) | unlimited | the write buffer (the queue bounds it already) |
+/// | [`read_buffer_size`](Self::read_buffer_size) | (no effect) | nothing any more: connections keep no read buffer |
+/// | [`write_buffer_size`](Self::write_buffer_size) | 8 KiB | queued bytes gathered into one write |
+/// | [`max_write_buffer_size`](Self::max_write_buffer_size) | (no effect) | nothing any more: the queue bounds what waits |
 /// | [`max_message_size`](Self::max_message_size) | 1 MiB | an incoming message (over it: close 1009) |
 /// | [`max_frame_size`](Self::max_frame_size) | the message size | an incoming frame |
 /// | [`queue_messages`](Self::queue_messages) | 1,024 | messages waiting to be sent |
@@ -54,6 +54,7 @@ pub use crate::origin::{OriginPattern, Origins};
 /// | [`max_connections`](Self::max_connections) | unlimited | open connections (beyond: `503`) |
 /// | [`expose_errors`](Self::expose_errors) | off (the `500` before `accept`: on in debug builds) | a handler's error text in its 1011 close or `500` |
 /// | [`browser_readable_rejections`](Self::browser_readable_rejections) | off | `close` before `accept` as a close frame, not `403` |
+/// | [`deflate`](Self::deflate) | off | permessage-deflate compression, when the client offers it |
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[must_use]
 pub struct Settings {
@@ -71,6 +72,7 @@ pub struct Settings {
     origins: Option<Origins>,
     expose_errors: Option<bool>,
     readable_rejections: Option<bool>,
+    deflate: Option<Option<Deflate>>,
     /// Every level's limit applies, not only the most specific one.
     limits: Vec<ConnectionLimit>,
 }
@@ -98,32 +100,36 @@ impl Settings {
         Self::default()
     }
 
-    /// The read buffer: how many bytes tungstenite takes at a time to parse frames. It is
-    /// allocated for each connection, so it is most of what an idle connection costs. It does
-    /// not bound reads from the socket: those take up to 64 KiB at once, through a buffer each
-    /// runtime thread shares among its connections. Default 4 KiB.
+    /// Kept so that settings written for earlier versions still build; it has no effect.
+    /// Connections keep no read buffer of their own: reads from the socket take up to 64 KiB
+    /// at once, through a buffer each runtime thread shares among its connections, and frames
+    /// are parsed straight from it. Default 4 KiB (unused).
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
         self.read_buffer_size = Some(bytes);
         self
     }
 
-    /// How many outgoing bytes are buffered before they are written. Messages queued together
-    /// are written together anyway. Default 8 KiB.
+    /// How many bytes of queued messages are gathered into one write: messages queued together
+    /// leave in one system call up to this size. A frame at least this large is written from
+    /// its own buffer, without a copy. Default 8 KiB.
     pub fn write_buffer_size(mut self, bytes: usize) -> Self {
         self.write_buffer_size = Some(bytes);
         self
     }
 
-    /// The most the write buffer may hold; keep it above `write_buffer_size` plus one message.
-    /// Default unlimited: the outbound queue ([`queue_bytes`](Self::queue_bytes)) bounds what
-    /// reaches it.
+    /// Kept so that settings written for earlier versions still build; it has no effect. A
+    /// connection holds at most [`write_buffer_size`](Self::write_buffer_size) bytes the socket
+    /// has not taken yet, besides the message being written; the outbound queue
+    /// ([`queue_bytes`](Self::queue_bytes)) bounds the rest.
     pub fn max_write_buffer_size(mut self, bytes: usize) -> Self {
         self.max_write_buffer_size = Some(bytes);
         self
     }
 
     /// The largest message a client may send. A larger one closes the connection with 1009
-    /// (Message Too Big), and the handler's next `receive` returns that disconnect.
+    /// (Message Too Big), and the handler's next `receive` returns that disconnect. A
+    /// compressed message ([`deflate`](Self::deflate)) is measured inflated, and inflating stops
+    /// at the limit: a small message that would inflate beyond it is never inflated whole.
     /// Default 1 MiB.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = Some(bytes);
@@ -235,6 +241,18 @@ impl Settings {
         self
     }
 
+    /// Compresses messages with permessage-deflate (RFC 7692) on connections whose client
+    /// offers it (every current browser does): `Some(Deflate::new())` or just
+    /// `Deflate::new()` turns it on with the defaults, `None` turns off what a wider level
+    /// turned on. Also an attribute key: `#[websocket("/feed", deflate = Deflate::new())]`.
+    /// Off by default: compression costs server CPU per message, and pays for it only on
+    /// messages that compress (JSON, text) over links where bytes cost more than CPU; see
+    /// [`Deflate`] for what it costs and how it is tuned.
+    pub fn deflate(mut self, deflate: impl Into<Option<Deflate>>) -> Self {
+        self.deflate = Some(deflate.into());
+        self
+    }
+
     /// These settings, with every value that `inner` sets replaced by `inner`'s (connection
     /// limits add up: all of them apply).
     pub fn merge(self, inner: &Self) -> Self {
@@ -244,6 +262,7 @@ impl Settings {
             origins: inner.origins.clone().or(self.origins),
             expose_errors: inner.expose_errors.or(self.expose_errors),
             readable_rejections: inner.readable_rejections.or(self.readable_rejections),
+            deflate: inner.deflate.or(self.deflate),
             limits,
             read_buffer_size: inner.read_buffer_size.or(self.read_buffer_size),
             write_buffer_size: inner.write_buffer_size.or(self.write_buffer_size),
@@ -265,13 +284,9 @@ impl Settings {
             .max_message_size
             .unwrap_or(Self::DEFAULT_MAX_MESSAGE_SIZE);
         Config {
-            read_buffer_size: self
-                .read_buffer_size
-                .unwrap_or(Self::DEFAULT_READ_BUFFER_SIZE),
             write_buffer_size: self
                 .write_buffer_size
                 .unwrap_or(Self::DEFAULT_WRITE_BUFFER_SIZE),
-            max_write_buffer_size: self.max_write_buffer_size.unwrap_or(usize::MAX),
             max_message_size,
             max_frame_size: self.max_frame_size.unwrap_or(max_message_size),
             queue_messages: self
@@ -290,6 +305,7 @@ impl Settings {
             expose_errors: self.expose_errors.unwrap_or(false),
             explain_failures: self.expose_errors.unwrap_or(cfg!(debug_assertions)),
             readable_rejections: self.readable_rejections.unwrap_or(false),
+            deflate: self.deflate.flatten(),
         }
     }
 
@@ -378,12 +394,103 @@ impl fmt::Debug for Admission {
     }
 }
 
+/// permessage-deflate (RFC 7692): how messages are compressed on connections that negotiate
+/// it. Turned on with [`Settings::deflate`]; a client that does not offer it (or offers
+/// parameters Tachyon cannot honour) gets uncompressed messages, as without the setting.
+///
+/// ```
+/// use tachyon::Settings;
+/// use tachyon::settings::Deflate;
+///
+/// let settings = Settings::new().deflate(Deflate::new().threshold(512));
+/// ```
+///
+/// What the server answers a browser's offer: `permessage-deflate; server_no_context_takeover;
+/// client_no_context_takeover` (and the offer's `server_max_window_bits`, if it set one).
+/// Without context takeover, each message is compressed on its own, so:
+/// - an idle connection keeps no compressor and no decompressor: what compresses and inflates
+///   is kept per runtime thread and shared by its connections, and a connection holds an
+///   inflater only while a compressed message is arriving;
+/// - a broadcast is compressed once for every member that negotiated it, and framed once.
+///
+/// Messages shorter than the [threshold](Self::threshold) go out uncompressed, and so does a
+/// message that would not shrink. Incoming compressed messages are bounded by
+/// [`Settings::max_message_size`] once inflated, and inflating stops at the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[must_use]
+pub struct Deflate {
+    threshold: usize,
+    level: u8,
+    context_takeover: bool,
+}
+
+impl Deflate {
+    /// The default of [`Self::threshold`]: 256 bytes.
+    pub const DEFAULT_THRESHOLD: usize = 256;
+    /// The default of [`Self::level`]: 1, the fastest.
+    pub const DEFAULT_LEVEL: u32 = 1;
+
+    /// Compression with the defaults: messages of 256 bytes and more, level 1, no context
+    /// takeover.
+    pub const fn new() -> Self {
+        Self {
+            threshold: Self::DEFAULT_THRESHOLD,
+            level: 1,
+            context_takeover: false,
+        }
+    }
+
+    /// Messages shorter than `bytes` are sent uncompressed (compressing them costs more CPU
+    /// than the bytes it saves). Default 256.
+    pub const fn threshold(mut self, bytes: usize) -> Self {
+        self.threshold = bytes;
+        self
+    }
+
+    /// The compression level, from 1 (fastest) to 9 (smallest); values above 9 count as 9, and
+    /// 0 as 1. Default 1.
+    pub const fn level(mut self, level: u32) -> Self {
+        self.level = match level {
+            0 => 1,
+            1..=9 => level as u8,
+            _ => 9,
+        };
+        self
+    }
+
+    /// Keeps the compression context from one message to the next, in both directions, when
+    /// the client allows it: repeated content then compresses much better, but every
+    /// connection keeps a compressor and a decompressor for its whole life (hundreds of KiB;
+    /// see `BENCHMARKS.md`), idle or not. Messages sent to a room are still compressed once,
+    /// without the context. Default `false`.
+    pub const fn context_takeover(mut self, keep: bool) -> Self {
+        self.context_takeover = keep;
+        self
+    }
+
+    pub(crate) fn min_size(&self) -> usize {
+        self.threshold
+    }
+
+    pub(crate) fn compression_level(&self) -> u32 {
+        u32::from(self.level)
+    }
+
+    pub(crate) fn keeps_context(&self) -> bool {
+        self.context_takeover
+    }
+}
+
+impl Default for Deflate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Settings with every value decided, as one connection runs with them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Config {
-    pub(crate) read_buffer_size: usize,
     pub(crate) write_buffer_size: usize,
-    pub(crate) max_write_buffer_size: usize,
     pub(crate) max_message_size: usize,
     pub(crate) max_frame_size: usize,
     pub(crate) queue_messages: usize,
@@ -397,6 +504,8 @@ pub(crate) struct Config {
     /// `expose_errors(false)`, and wherever `expose_errors(true)`.
     pub(crate) explain_failures: bool,
     pub(crate) readable_rejections: bool,
+    /// permessage-deflate, if on.
+    pub(crate) deflate: Option<Deflate>,
 }
 
 impl<S> Layer<S> for Settings {
@@ -458,10 +567,26 @@ mod tests {
     }
 
     #[test]
+    fn deflate_is_set_and_unset_level_by_level() {
+        let app = Settings::new().deflate(Deflate::new().threshold(10));
+        assert_eq!(
+            app.clone().merge(&Settings::new()).resolve().deflate,
+            Some(Deflate::new().threshold(10))
+        );
+        assert_eq!(
+            app.merge(&Settings::new().deflate(None)).resolve().deflate,
+            None
+        );
+        assert_eq!(Deflate::new().level(0), Deflate::new().level(1));
+        assert_eq!(Deflate::new().level(42), Deflate::new().level(9));
+    }
+
+    #[test]
     fn defaults_are_the_documented_ones() {
         let config = Settings::new().resolve();
-        assert_eq!(config.read_buffer_size, 4096);
+        assert_eq!(config.write_buffer_size, 8192);
         assert_eq!(config.max_message_size, 1 << 20);
+        assert_eq!(config.deflate, None);
         assert_eq!(config.keepalive_interval, Some(Duration::from_secs(20)));
         assert_eq!(config.idle_timeout, None);
     }

@@ -3,6 +3,7 @@
 
 pub mod chat_page;
 pub mod example;
+pub mod raw;
 pub mod redis_server;
 pub mod resume;
 pub mod webdriver;
@@ -277,4 +278,45 @@ pub async fn named(
             ws.send_text("renamed").await?;
         }
     }
+}
+
+/// An HTTP/2 WebSocket handshake (RFC 8441: an extended `CONNECT`) to `path` on `addr`, with
+/// `extensions` offered if given. Returns the response (`upgrade` it for the stream) and the
+/// task that drives the HTTP/2 connection (abort it when done).
+pub async fn http2_handshake(
+    addr: SocketAddr,
+    path: &str,
+    extensions: Option<&str>,
+) -> (
+    hyper::Response<hyper::body::Incoming>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let io = TokioIo::new(
+        within("connecting", TcpStream::connect(addr))
+            .await
+            .expect("connect"),
+    );
+    let (mut send_request, connection) = within(
+        "an HTTP/2 connection",
+        hyper::client::conn::http2::Builder::new(TokioExecutor::new()).handshake(io),
+    )
+    .await
+    .expect("HTTP/2 handshake");
+    let driver = tokio::spawn(connection);
+    let mut request = hyper::Request::builder()
+        .method(hyper::Method::CONNECT)
+        .extension(hyper::ext::Protocol::from_static("websocket"))
+        .uri(format!("http://{addr}{path}"))
+        .header("sec-websocket-version", "13")
+        .header(axum::http::header::HOST, "localhost");
+    if let Some(extensions) = extensions {
+        request = request.header(axum::http::header::SEC_WEBSOCKET_EXTENSIONS, extensions);
+    }
+    let request = request.body(axum::body::Body::empty()).expect("request");
+    let response = within("the response", send_request.send_request(request))
+        .await
+        .expect("response");
+    (response, driver)
 }

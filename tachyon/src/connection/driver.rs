@@ -1,6 +1,7 @@
 //! The driver: the one place that touches the socket after `accept`. It writes what the queue
-//! holds (feeding everything queued, then flushing once), reads one message ahead of the
-//! handler, answers pings, runs keepalive, and carries out the close handshake.
+//! holds (gathering everything queued into one write, see [`writer`](super::writer)), reads
+//! one message ahead of the handler ([`reader`](super::reader)), answers pings, runs keepalive,
+//! and carries out the close handshake.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,20 +10,20 @@ use std::task::{Context, Poll};
 
 use axum::body::Bytes;
 use axum::http::Uri;
-use futures_util::{Sink, Stream};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio_tungstenite::WebSocketStream;
-use tungstenite::Message as WireMessage;
-use tungstenite::protocol::CloseFrame;
+use tokio::io::AsyncWrite;
 
+use super::deflate::Agreed;
+use super::frame::{self, Violation};
 use super::keepalive::{Due, Keepalive};
 use super::outcome::Outcome;
-use super::read_ahead::ReadAhead;
+use super::read_ahead::{Filled, ReadAhead};
+use super::reader::{Incoming, Reader};
+use super::writer::Output;
 use super::{Outbound, Polling, Shared};
-use crate::close::{CloseCode, truncate_reason};
+use crate::close::CloseCode;
 use crate::error::{DisconnectKind, WebSocketDisconnect};
-use crate::message::{Message, from_wire_text};
 use crate::settings::Config;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,15 +32,27 @@ enum Phase {
     Open,
     /// The server's close frame is out: read until the client's reply.
     Closing,
-    /// The client closed: send the reply tungstenite queued, then stop.
+    /// The close handshake is complete (or the client's close is answered): send what is
+    /// gathered, then drop the connection.
     Replying,
+    /// The client broke the protocol: send the close, end the sending side, then read (and
+    /// drop) whatever comes until the client closes its side.
+    Failing,
     /// The connection is closed; the socket is dropped.
     Done,
 }
 
-/// An accepted connection's socket: tungstenite over the upgraded HTTP connection, read through
-/// [`ReadAhead`].
-pub(crate) type Socket = WebSocketStream<ReadAhead<TokioIo<Upgraded>>>;
+/// An accepted connection's socket: the upgraded HTTP connection, read through [`ReadAhead`].
+pub(crate) type Socket = ReadAhead<TokioIo<Upgraded>>;
+
+/// A control frame the driver sends before the queue.
+#[derive(Debug)]
+enum Control {
+    Ping,
+    Close(u16, String),
+    /// A close with no code: the reply to a client's close that had none.
+    EmptyClose,
+}
 
 /// Drives one connection's socket; see the module docs.
 #[derive(Debug)]
@@ -47,11 +60,16 @@ pub(crate) struct Driver {
     socket: Option<Socket>,
     shared: Arc<Shared>,
     keepalive: Keepalive,
-    /// A control frame to send before the queue: a ping, or the close for a protocol violation.
-    urgent: Option<WireMessage>,
-    /// Taken from the queue, waiting for the socket to accept it.
-    pending: Option<Outbound>,
+    reader: Reader,
+    output: Output,
+    /// The payload of the latest ping, to answer.
+    pong: Option<Bytes>,
+    /// A ping or a close to send before the queue.
+    urgent: Option<Control>,
+    /// Written since the last flush.
     unflushed: bool,
+    /// The sending side is shut down (while failing).
+    shut: bool,
     phase: Phase,
     /// The close to send for the handler's outcome once its `WebSocket` is gone.
     finish: Option<(CloseCode, String)>,
@@ -60,14 +78,26 @@ pub(crate) struct Driver {
 }
 
 impl Driver {
-    pub(crate) fn new(socket: Socket, shared: Arc<Shared>, config: &Config) -> Self {
+    pub(crate) fn new(
+        socket: Socket,
+        shared: Arc<Shared>,
+        config: &Config,
+        deflate: Option<Agreed>,
+    ) -> Self {
         Self {
             socket: Some(socket),
             shared,
             keepalive: Keepalive::new(config),
+            reader: Reader::new(
+                config.max_message_size,
+                config.max_frame_size,
+                deflate.map(|agreed| agreed.client_takeover),
+            ),
+            output: Output::new(config.write_buffer_size, deflate),
+            pong: None,
             urgent: None,
-            pending: None,
             unflushed: false,
+            shut: false,
             phase: Phase::Open,
             finish: None,
             expose_errors: config.expose_errors,
@@ -96,7 +126,7 @@ impl Driver {
                 return Poll::Ready(());
             }
             // Another round only if reading or the clock gave the writer something to do.
-            if self.urgent.is_none() && !self.unflushed {
+            if self.urgent.is_none() && self.pong.is_none() {
                 break;
             }
         }
@@ -116,58 +146,76 @@ impl Driver {
         self.write(cx)
     }
 
-    /// Sends what is due, then flushes once.
+    /// Gathers what is due and writes it, until the socket is full or nothing is left; then
+    /// flushes once.
     fn write(&mut self, cx: &mut Context<'_>) -> Result<(), WebSocketDisconnect> {
         let Some(socket) = &mut self.socket else {
             return Ok(());
         };
         loop {
-            if self.pending.is_none() {
-                self.pending = match self.urgent.take() {
-                    Some(control) => Some(Outbound::Control(control)),
-                    None if self.phase == Phase::Open => self.shared.pop(),
-                    None => None,
-                };
-            }
-            let Some(next) = self.pending.take() else {
-                break;
-            };
-            match Pin::new(&mut *socket).poll_ready(cx) {
-                Poll::Pending => {
-                    self.pending = Some(next);
+            while self.output.has_room() && self.phase != Phase::Done {
+                if let Some(payload) = self.pong.take() {
+                    if self.phase == Phase::Open {
+                        self.output.push_control(frame::PONG, &payload);
+                    }
+                    continue;
+                }
+                if let Some(control) = self.urgent.take() {
+                    match control {
+                        Control::Ping => self.output.push_control(frame::PING, &[]),
+                        Control::Close(code, reason) => {
+                            let payload = frame::close_payload(code, &reason);
+                            self.output.push_control(frame::CLOSE, &payload);
+                        }
+                        Control::EmptyClose => self.output.push_control(frame::CLOSE, &[]),
+                    }
+                    continue;
+                }
+                if self.phase != Phase::Open {
                     break;
                 }
-                Poll::Ready(Err(error)) => return Err(WebSocketDisconnect::lost(error)),
-                Poll::Ready(Ok(())) => {}
-            }
-            let message = match next {
-                Outbound::Message(message) | Outbound::Replay(message) => message.into_wire(),
-                Outbound::Control(control) => control,
-                Outbound::Close(frame) => {
-                    self.phase = Phase::Closing;
-                    self.keepalive.closing();
-                    WireMessage::Close(Some(frame))
+                match self.shared.pop() {
+                    None => break,
+                    Some(Outbound::Message(message) | Outbound::Replay(message)) => {
+                        self.output.push_message(&message);
+                    }
+                    Some(Outbound::Prepared(prepared)) => self.output.push_prepared(&prepared),
+                    Some(Outbound::Close(code, reason)) => {
+                        let payload = frame::close_payload(code.as_u16(), &reason);
+                        self.output.push_control(frame::CLOSE, &payload);
+                        self.phase = Phase::Closing;
+                        self.keepalive.closing();
+                    }
                 }
-            };
-            Pin::new(&mut *socket)
-                .start_send(message)
-                .map_err(WebSocketDisconnect::lost)?;
-            self.unflushed = true;
-            if self.phase != Phase::Open {
+            }
+            if self.output.is_empty() {
                 break;
+            }
+            match self.output.poll_write(socket, cx) {
+                Poll::Ready(Ok(())) => self.unflushed = true,
+                Poll::Ready(Err(error)) => return Err(WebSocketDisconnect::lost(error)),
+                Poll::Pending => break,
             }
         }
         if self.unflushed {
             match Pin::new(&mut *socket).poll_flush(cx) {
-                Poll::Ready(Ok(())) => {
-                    self.unflushed = false;
-                    if self.phase == Phase::Replying {
-                        self.stop(WebSocketDisconnect::lost("closed"));
-                    }
-                }
+                Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Ready(Err(error)) => return Err(WebSocketDisconnect::lost(error)),
+                Poll::Pending => return Ok(()),
+            }
+        }
+        if !self.output.is_empty() {
+            return Ok(());
+        }
+        self.output.release();
+        match self.phase {
+            Phase::Replying => self.stop(WebSocketDisconnect::lost("closed")),
+            Phase::Failing if !self.shut => match Pin::new(&mut *socket).poll_shutdown(cx) {
+                Poll::Ready(Ok(())) => self.shut = true,
                 Poll::Ready(Err(error)) => return Err(WebSocketDisconnect::lost(error)),
                 Poll::Pending => {}
-            }
+            },
+            _ => {}
         }
         Ok(())
     }
@@ -177,87 +225,103 @@ impl Driver {
     fn read(&mut self, cx: &mut Context<'_>) -> Result<(), WebSocketDisconnect> {
         while match self.phase {
             Phase::Open => !self.shared.inbox_full(),
-            Phase::Closing => true,
+            Phase::Closing | Phase::Failing => true,
             Phase::Replying | Phase::Done => false,
         } {
             let Some(socket) = &mut self.socket else {
                 return Ok(());
             };
-            let message = match Pin::new(&mut *socket).poll_next(cx) {
+            let failing = self.phase == Phase::Failing;
+            let reader = &mut self.reader;
+            let mut incoming = None;
+            let filled = socket.poll_fill(cx, |bytes| {
+                if failing {
+                    // The reader gave up at the violation: nothing more is read.
+                    return bytes.len();
+                }
+                let (used, got) = reader.read(bytes);
+                incoming = got;
+                used
+            });
+            match filled {
                 Poll::Pending => return Ok(()),
-                Poll::Ready(None) => {
+                Poll::Ready(Err(error)) => return Err(WebSocketDisconnect::lost(error)),
+                Poll::Ready(Ok(Filled::End)) if failing => {
+                    self.stop(WebSocketDisconnect::lost("closed"));
+                    return Ok(());
+                }
+                Poll::Ready(Ok(Filled::End)) => {
                     return Err(WebSocketDisconnect::lost(
                         "the connection closed without a close frame",
                     ));
                 }
-                Poll::Ready(Some(Err(error))) => return self.violation(&error),
-                Poll::Ready(Some(Ok(message))) => message,
-            };
-            let data = matches!(message, WireMessage::Text(_) | WireMessage::Binary(_));
-            self.keepalive.saw_frame(data);
-            match message {
-                WireMessage::Text(text) if self.phase == Phase::Open => {
-                    match from_wire_text(text) {
-                        Ok(text) => self.shared.deliver(Message::Text(text), cx),
-                        Err(error) => return self.violation(&error),
-                    }
-                }
-                WireMessage::Binary(bytes) if self.phase == Phase::Open => {
-                    self.shared.deliver(Message::Binary(bytes), cx);
-                }
-                // A server closing ignores what still arrives before the client's reply; raw
-                // frames come only from writing them.
-                WireMessage::Text(_)
-                | WireMessage::Binary(_)
-                | WireMessage::Pong(_)
-                | WireMessage::Frame(_) => {}
-                // tungstenite queued the pong: the next flush sends it.
-                WireMessage::Ping(_) => self.unflushed = true,
-                WireMessage::Close(_) if self.phase == Phase::Closing => {
-                    self.stop(WebSocketDisconnect::lost("closed"));
-                }
-                WireMessage::Close(frame) => {
-                    let disconnect = match frame {
-                        Some(CloseFrame { code, reason }) => WebSocketDisconnect::new(
-                            DisconnectKind::ClientClosed,
-                            code.into(),
-                            reason.as_str(),
-                        ),
-                        None => WebSocketDisconnect::new(
-                            DisconnectKind::ClientClosed,
-                            WebSocketDisconnect::NO_STATUS_RECEIVED,
-                            "",
-                        ),
-                    };
-                    self.shared.end(disconnect, false);
-                    // tungstenite queued the close reply: flushing sends it.
-                    self.phase = Phase::Replying;
-                    self.pending = None;
-                    self.unflushed = true;
-                    self.keepalive.closing();
-                }
+                Poll::Ready(Ok(Filled::Bytes)) => {}
+            }
+            match incoming {
+                None => {}
+                Some(Ok(incoming)) => self.incoming(incoming, cx),
+                Some(Err(violation)) => self.violation(violation),
             }
         }
         Ok(())
     }
 
-    /// A read error: a client that broke the protocol is told why, with the matching code.
-    fn violation(&mut self, error: &tungstenite::Error) -> Result<(), WebSocketDisconnect> {
-        let Some((code, kind)) = protocol_violation(error) else {
-            return Err(WebSocketDisconnect::lost(error));
-        };
-        let reason = error.to_string();
-        let frame = CloseFrame {
-            code: code.as_u16().into(),
-            reason: truncate_reason(&reason).into(),
-        };
+    fn incoming(&mut self, incoming: Incoming, cx: &Context<'_>) {
+        self.keepalive
+            .saw_frame(matches!(incoming, Incoming::Message(_)));
+        match incoming {
+            Incoming::Message(message) if self.phase == Phase::Open => {
+                self.shared.deliver(message, cx);
+            }
+            // A server closing ignores what still arrives before the client's reply.
+            Incoming::Message(_) | Incoming::Pong => {}
+            // Every ping is answered while the writer has room (Autobahn's 2.10 expects one
+            // pong each); beyond that only the latest one is (RFC 6455 section 5.5.3 allows it),
+            // so a client that pings and never reads holds at most one pong here.
+            Incoming::Ping(payload) if self.phase == Phase::Open && self.output.has_room() => {
+                self.output.push_control(frame::PONG, &payload);
+            }
+            Incoming::Ping(payload) => self.pong = Some(payload),
+            Incoming::Close(_) if self.phase != Phase::Open => {
+                // The handshake is complete: what is gathered (our close, maybe) still goes.
+                self.phase = Phase::Replying;
+            }
+            Incoming::Close(frame) => {
+                let disconnect = match &frame {
+                    Some((code, reason)) => {
+                        WebSocketDisconnect::new(DisconnectKind::ClientClosed, *code, reason)
+                    }
+                    None => WebSocketDisconnect::new(
+                        DisconnectKind::ClientClosed,
+                        WebSocketDisconnect::NO_STATUS_RECEIVED,
+                        "",
+                    ),
+                };
+                self.shared.end(disconnect, false);
+                // The reply echoes the client's code.
+                self.urgent = Some(match frame {
+                    Some((code, _)) => Control::Close(code, String::new()),
+                    None => Control::EmptyClose,
+                });
+                self.pong = None;
+                self.phase = Phase::Replying;
+                self.keepalive.closing();
+            }
+        }
+    }
+
+    /// The client broke the protocol: it is told why, with the matching code, and the
+    /// connection fails (RFC 6455 section 7.1.7).
+    fn violation(&mut self, violation: Violation) {
+        let Violation { code, kind, reason } = violation;
         self.shared
             .end(WebSocketDisconnect::new(kind, code.as_u16(), reason), false);
-        self.pending = None;
-        self.urgent = Some(WireMessage::Close(Some(frame)));
-        self.phase = Phase::Closing;
+        if self.phase == Phase::Open {
+            self.urgent = Some(Control::Close(code.as_u16(), reason.to_owned()));
+        }
+        self.pong = None;
+        self.phase = Phase::Failing;
         self.keepalive.closing();
-        Ok(())
     }
 
     fn clock(&mut self, cx: &mut Context<'_>) -> Result<(), WebSocketDisconnect> {
@@ -265,7 +329,7 @@ impl Driver {
         match self.keepalive.poll(cx, reading_paused) {
             None => {}
             Some(Due::Ping) if self.phase == Phase::Open && self.urgent.is_none() => {
-                self.urgent = Some(WireMessage::Ping(Bytes::new()));
+                self.urgent = Some(Control::Ping);
                 self.keepalive.pinged();
             }
             Some(Due::Ping) => {}
@@ -314,26 +378,6 @@ impl Drop for Driver {
                 "the server dropped the connection",
             ));
         }
-    }
-}
-
-/// The close code and kind for a read error caused by what the client sent, if it was one.
-fn protocol_violation(error: &tungstenite::Error) -> Option<(CloseCode, DisconnectKind)> {
-    use tungstenite::error::{Error as Tungstenite, ProtocolError};
-
-    match error {
-        Tungstenite::Utf8(_) => Some((
-            CloseCode::INVALID_PAYLOAD,
-            DisconnectKind::ProtocolViolation,
-        )),
-        Tungstenite::Capacity(_) => {
-            Some((CloseCode::MESSAGE_TOO_BIG, DisconnectKind::MessageTooBig))
-        }
-        Tungstenite::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
-        Tungstenite::Protocol(_) => {
-            Some((CloseCode::PROTOCOL_ERROR, DisconnectKind::ProtocolViolation))
-        }
-        _ => None,
     }
 }
 

@@ -32,10 +32,15 @@
 //! and returns `Pending`; `run` returns `Pending` too (nothing was kicked), and the scheduler
 //! polls the task again later, driver first, as after any other wake-up.
 
+pub(crate) mod deflate;
 pub(crate) mod driver;
+mod frame;
 mod keepalive;
 pub(crate) mod outcome;
 pub(crate) mod read_ahead;
+mod reader;
+mod utf8;
+pub(crate) mod writer;
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -49,8 +54,6 @@ use std::task::{Context, Poll, Waker};
 use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
-use tungstenite::Message as WireMessage;
-use tungstenite::protocol::CloseFrame;
 
 use crate::close::{CloseCode, truncate_reason};
 use crate::error::{Error, TrySendError, WebSocketDisconnect};
@@ -58,6 +61,7 @@ use crate::message::Message;
 use crate::settings::Config;
 
 pub(crate) use driver::run;
+pub(crate) use writer::Prepared;
 
 /// A connection's identity: unique across the processes of a cluster, stable for the
 /// connection's life, displayable (`conn-9f3c01ab45d2e7f0-42`: the process, then the
@@ -158,16 +162,26 @@ impl std::str::FromStr for ConnectionId {
 /// What the driver sends, in the order it was queued.
 #[derive(Debug)]
 pub(crate) enum Outbound {
-    /// Converted to tungstenite's message only when sent, outside the lock (text is checked
-    /// for UTF-8 once more on the way: axum's and tungstenite's text types share no constructor).
+    /// Framed (and compressed, if agreed) by the driver, outside the lock.
     Message(Message),
+    /// A broadcast's message, framed and compressed once for all its members.
+    Prepared(Arc<Prepared>),
     /// A room's replay to a member that resumes: sent like a message, but outside the queue's
     /// bounds ([`Shared::queue_replay`]).
     Replay(Message),
-    Close(CloseFrame),
-    /// Only the driver makes these, and sends them before the queue: a ping, or the close for
-    /// a protocol violation.
-    Control(WireMessage),
+    /// The close frame: its code and reason (cut to fit).
+    Close(CloseCode, String),
+}
+
+impl Outbound {
+    /// The bytes it counts for in the queue's bounds.
+    fn len(&self) -> usize {
+        match self {
+            Self::Message(message) => message.len(),
+            Self::Prepared(prepared) => prepared.message().len(),
+            Self::Replay(_) | Self::Close(..) => 0,
+        }
+    }
 }
 
 /// The state of one connection, shared by its `WebSocket`, its senders and its driver. The lock
@@ -277,22 +291,47 @@ impl Shared {
     /// Queues `message` if there is room.
     pub(crate) fn try_send(&self, message: Message) -> Result<(), TrySendError> {
         let len = message.len();
-        {
-            let mut state = self.lock();
-            if let Some(ending) = &state.ending {
-                return Err(TrySendError::closed(message, ending.clone()));
+        match self.room_for(len) {
+            Ok(mut state) => {
+                state.queued_bytes += len;
+                state.queue.push_back(Outbound::Message(message));
             }
-            let full = state.queue.len() - state.replays >= self.queue_messages
-                || (state.queued_bytes + len > self.queue_bytes && !state.queue.is_empty());
-            if full {
-                state.blocked = true;
-                return Err(TrySendError::full(message));
-            }
-            state.queued_bytes += len;
-            state.queue.push_back(Outbound::Message(message));
+            Err(refused) => return Err(refused.into_error(message)),
         }
         self.wake_driver();
         Ok(())
+    }
+
+    /// Queues a broadcast's prepared message if there is room. The error carries a copy of
+    /// the message (the bytes are shared).
+    pub(crate) fn try_send_prepared(&self, prepared: &Arc<Prepared>) -> Result<(), TrySendError> {
+        let len = prepared.message().len();
+        match self.room_for(len) {
+            Ok(mut state) => {
+                state.queued_bytes += len;
+                state
+                    .queue
+                    .push_back(Outbound::Prepared(Arc::clone(prepared)));
+            }
+            Err(refused) => return Err(refused.into_error(prepared.message().clone())),
+        }
+        self.wake_driver();
+        Ok(())
+    }
+
+    /// The locked state, if the queue has room for a message of `len` bytes.
+    fn room_for(&self, len: usize) -> Result<MutexGuard<'_, State>, Refused> {
+        let mut state = self.lock();
+        if let Some(ending) = &state.ending {
+            return Err(Refused::Closed(ending.clone()));
+        }
+        let full = state.queue.len() - state.replays >= self.queue_messages
+            || (state.queued_bytes + len > self.queue_bytes && !state.queue.is_empty());
+        if full {
+            state.blocked = true;
+            return Err(Refused::Full);
+        }
+        Ok(state)
     }
 
     /// Queues `messages` together, outside the queue's bounds: a room's replay to a member that
@@ -340,10 +379,9 @@ impl Shared {
                 return false;
             }
             state.ending = Some(disconnect);
-            state.queue.push_back(Outbound::Close(CloseFrame {
-                code: code.as_u16().into(),
-                reason: truncate_reason(reason).into(),
-            }));
+            state
+                .queue
+                .push_back(Outbound::Close(code, truncate_reason(reason).to_owned()));
             if let Some(reader) = state.reader.take() {
                 reader.wake();
             }
@@ -453,10 +491,9 @@ impl Shared {
     fn pop(&self) -> Option<Outbound> {
         let mut state = self.lock();
         let next = state.queue.pop_front()?;
-        match &next {
-            Outbound::Message(message) => state.queued_bytes -= message.len(),
-            Outbound::Replay(_) => state.replays -= 1,
-            Outbound::Close(_) | Outbound::Control(_) => {}
+        state.queued_bytes -= next.len();
+        if matches!(next, Outbound::Replay(_)) {
+            state.replays -= 1;
         }
         if std::mem::take(&mut state.blocked) {
             drop(state);
@@ -507,6 +544,21 @@ impl Shared {
 
     fn aborted(&self) -> bool {
         self.lock().aborted
+    }
+}
+
+/// Why a message was not queued.
+enum Refused {
+    Full,
+    Closed(WebSocketDisconnect),
+}
+
+impl Refused {
+    fn into_error(self, message: Message) -> TrySendError {
+        match self {
+            Self::Full => TrySendError::full(message),
+            Self::Closed(disconnect) => TrySendError::closed(message, disconnect),
+        }
     }
 }
 

@@ -1,11 +1,9 @@
 //! Reading the socket in large chunks without a large buffer per connection.
 //!
-//! tungstenite reads at most its `read_buffer_size` per `read`, and allocates (and zero-fills)
-//! that much for every connection. A small buffer keeps idle connections cheap but costs a
-//! system call per few KiB of a large message; a large one does the opposite. [`ReadAhead`] sits
-//! under tungstenite: each read from the socket goes into one large buffer per thread, tungstenite
-//! gets what it asked for, and the connection keeps only what is left over, on the heap only
-//! until tungstenite has taken it. An idle connection holds no extra buffer.
+//! Each read from the socket goes into one large buffer per thread, and the frame reader works
+//! on it in place. The connection keeps only what the reader did not take (it stops after one
+//! message when the handler has not taken the last one yet), on the heap only until it is
+//! taken. An idle connection holds no buffer.
 
 use std::cell::RefCell;
 use std::io;
@@ -16,6 +14,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// How much one read from the socket may bring: a few large messages, or many small ones.
 const SCRATCH_SIZE: usize = 64 * 1024;
+
+/// What a read uses when the thread's buffer is not available (the thread is exiting).
+const FALLBACK_SIZE: usize = 4 * 1024;
 
 thread_local! {
     /// Where this thread reads sockets into. Zero-filled once, when the thread first reads, then
@@ -29,7 +30,7 @@ thread_local! {
 pub(crate) struct ReadAhead<S> {
     io: S,
     /// Bytes read from the socket that the reader has not taken yet: `leftover[taken..]`. Empty,
-    /// and unallocated, between reads that bring more than the reader asked for.
+    /// and unallocated, once they are all taken.
     leftover: Vec<u8>,
     taken: usize,
 }
@@ -42,67 +43,67 @@ impl<S> ReadAhead<S> {
             taken: 0,
         }
     }
+}
 
-    /// Hands over what is left from the last read, and frees it once it is all taken.
-    fn give_leftover(&mut self, buf: &mut ReadBuf<'_>) {
-        let rest = &self.leftover[self.taken..];
-        let n = rest.len().min(buf.remaining());
-        buf.put_slice(&rest[..n]);
-        self.taken += n;
-        if self.taken == self.leftover.len() {
-            // Freed rather than kept: a connection that goes idle now must not hold it.
-            self.leftover = Vec::new();
-            self.taken = 0;
-        }
-    }
+/// What a read brought.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Filled {
+    /// Bytes were handed to the reader.
+    Bytes,
+    /// The peer closed its side of the connection.
+    End,
 }
 
 impl<S: AsyncRead + Unpin> ReadAhead<S> {
-    /// Reads from the socket into `scratch`, gives `buf` what fits and keeps the rest.
-    fn read_through(
+    /// Hands `take` the bytes left from the last read or, if there are none, what one read
+    /// from the socket brings; `take` works on them in place and says how many it used. The
+    /// rest is kept for the next call.
+    pub(crate) fn poll_fill(
         &mut self,
-        scratch: &mut [u8],
         cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let mut chunk = ReadBuf::new(scratch);
-        ready!(Pin::new(&mut self.io).poll_read(cx, &mut chunk))?;
-        let read = chunk.filled();
-        let n = read.len().min(buf.remaining());
-        buf.put_slice(&read[..n]);
-        if n < read.len() {
-            self.leftover = read[n..].to_vec();
-            self.taken = 0;
+        take: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Poll<io::Result<Filled>> {
+        if self.taken < self.leftover.len() {
+            let used = take(&mut self.leftover[self.taken..]);
+            self.taken += used;
+            if self.taken >= self.leftover.len() {
+                // Freed rather than kept: a connection that goes idle now must not hold it.
+                self.leftover = Vec::new();
+                self.taken = 0;
+            }
+            return Poll::Ready(Ok(Filled::Bytes));
         }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.taken < this.leftover.len() {
-            this.give_leftover(buf);
-            return Poll::Ready(Ok(()));
-        }
-        if buf.remaining() >= SCRATCH_SIZE {
-            // The reader's own buffer is as large: nothing to gain from the scratch buffer.
-            return Pin::new(&mut this.io).poll_read(cx, buf);
-        }
+        let mut take = Some(take);
         let through_scratch = SCRATCH.try_with(|scratch| {
             let mut scratch = scratch.try_borrow_mut().ok()?;
-            Some(this.read_through(&mut scratch, cx, buf))
+            Some(self.read_into(&mut scratch, cx, &mut take))
         });
         match through_scratch {
             Ok(Some(poll)) => poll,
             // The thread is exiting (its scratch buffer is gone) or, which nothing here does,
-            // reading re-entered: read straight into the reader's buffer.
-            Ok(None) | Err(_) => Pin::new(&mut this.io).poll_read(cx, buf),
+            // reading re-entered: read into a buffer of the call's own.
+            Ok(None) | Err(_) => self.read_into(&mut [0; FALLBACK_SIZE], cx, &mut take),
         }
+    }
+
+    fn read_into(
+        &mut self,
+        buffer: &mut [u8],
+        cx: &mut Context<'_>,
+        take: &mut Option<impl FnOnce(&mut [u8]) -> usize>,
+    ) -> Poll<io::Result<Filled>> {
+        let mut chunk = ReadBuf::new(buffer);
+        ready!(Pin::new(&mut self.io).poll_read(cx, &mut chunk))?;
+        let read = chunk.filled().len();
+        if read == 0 {
+            return Poll::Ready(Ok(Filled::End));
+        }
+        let used = take.take().map_or(0, |take| take(&mut buffer[..read]));
+        if used < read {
+            self.leftover = buffer[used..read].to_vec();
+            self.taken = 0;
+        }
+        Poll::Ready(Ok(Filled::Bytes))
     }
 }
 
@@ -137,6 +138,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ReadAhead<S> {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used, clippy::panic)]
 mod tests {
     use std::collections::VecDeque;
     use std::task::Waker;
@@ -155,35 +157,33 @@ mod tests {
             let Some(chunk) = self.get_mut().0.pop_front() else {
                 return Poll::Pending;
             };
-            assert!(
-                chunk.len() <= buf.remaining(),
-                "the test reads more than it asked"
-            );
             buf.put_slice(&chunk);
             Poll::Ready(Ok(()))
         }
     }
 
-    fn read(io: &mut ReadAhead<Chunks>, want: usize) -> Poll<Vec<u8>> {
-        let mut storage = vec![0; want];
-        let mut buf = ReadBuf::new(&mut storage);
+    /// Fills once, taking at most `want` bytes.
+    fn fill(io: &mut ReadAhead<Chunks>, want: usize) -> Poll<(Filled, Vec<u8>)> {
         let mut cx = Context::from_waker(Waker::noop());
-        match Pin::new(io).poll_read(&mut cx, &mut buf) {
-            Poll::Ready(result) => {
-                assert!(result.is_ok());
-                Poll::Ready(buf.filled().to_vec())
-            }
+        let mut got = Vec::new();
+        let poll = io.poll_fill(&mut cx, |bytes| {
+            let n = bytes.len().min(want);
+            got.extend_from_slice(&bytes[..n]);
+            n
+        });
+        match poll {
+            Poll::Ready(result) => Poll::Ready((result.expect("no error"), got)),
             Poll::Pending => Poll::Pending,
         }
     }
 
     #[test]
-    fn one_socket_read_serves_several_small_reads_then_frees_the_rest() {
+    fn one_socket_read_serves_several_small_takes_then_frees_the_rest() {
         let message: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
         let mut io = ReadAhead::new(Chunks(VecDeque::from([message.clone()])));
         let mut got = Vec::new();
         while got.len() < message.len() {
-            let Poll::Ready(part) = read(&mut io, 4096) else {
+            let Poll::Ready((Filled::Bytes, part)) = fill(&mut io, 4096) else {
                 panic!("the socket was read again before what it gave was taken");
             };
             assert!(part.len() <= 4096);
@@ -193,21 +193,13 @@ mod tests {
         assert_eq!(io.io.0.len(), 0);
         // All taken: the connection holds no buffer of its own while it waits.
         assert_eq!(io.leftover.capacity(), 0);
-        assert!(read(&mut io, 4096).is_pending());
+        assert!(fill(&mut io, 4096).is_pending());
         assert_eq!(io.leftover.capacity(), 0);
     }
 
     #[test]
-    fn a_large_read_goes_straight_to_the_reader() {
-        let message = vec![7; 1000];
-        let mut io = ReadAhead::new(Chunks(VecDeque::from([message.clone()])));
-        assert_eq!(read(&mut io, SCRATCH_SIZE), Poll::Ready(message));
-        assert_eq!(io.leftover.capacity(), 0);
-    }
-
-    #[test]
-    fn the_end_of_the_stream_reads_as_zero_bytes() {
+    fn the_end_of_the_stream_is_said() {
         let mut io = ReadAhead::new(Chunks(VecDeque::from([Vec::new()])));
-        assert_eq!(read(&mut io, 4096), Poll::Ready(Vec::new()));
+        assert_eq!(fill(&mut io, 4096), Poll::Ready((Filled::End, Vec::new())));
     }
 }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::close::CloseCode;
-use crate::connection::{ConnectionId, random_u64};
+use crate::connection::{ConnectionId, Prepared, random_u64};
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::sender::Sender;
@@ -508,7 +508,7 @@ impl<M: Clone + Send + Sync + 'static> Rooms<M> {
                 if cursor.admits(position) {
                     offer(
                         &sender,
-                        &message,
+                        &Arc::new(Prepared::new(message)),
                         self.inner.policy,
                         &mut delivery,
                         &mut slow,
@@ -797,7 +797,8 @@ impl<M> Inner<M> {
         let sender = self.read().sender(id).cloned()?;
         let mut delivery = Delivery::default();
         let mut slow = Vec::new();
-        offer(&sender, message, policy, &mut delivery, &mut slow);
+        let message = Arc::new(Prepared::new(message.clone()));
+        offer(&sender, &message, policy, &mut delivery, &mut slow);
         close_slow(slow);
         Some(delivery)
     }
@@ -822,6 +823,8 @@ impl<M> Inner<M> {
     ) {
         let mut delivery = Delivery::default();
         let mut slow = Vec::new();
+        // Framed (and compressed) once, by the first member's driver that sends it.
+        let prepared = Arc::new(Prepared::new(message.clone()));
         {
             let registry = self.read();
             let Some(members) = registry.room(room) else {
@@ -832,7 +835,7 @@ impl<M> Inner<M> {
                     continue;
                 }
                 let Some(cursor) = &seat.cursor else {
-                    offer(&seat.sender, message, policy, &mut delivery, &mut slow);
+                    offer(&seat.sender, &prepared, policy, &mut delivery, &mut slow);
                     continue;
                 };
                 let mut cursor = lock(cursor);
@@ -844,7 +847,7 @@ impl<M> Inner<M> {
                     }
                     Hold::Live => {
                         if cursor.admits(position) {
-                            offer(&seat.sender, message, policy, &mut delivery, &mut slow);
+                            offer(&seat.sender, &prepared, policy, &mut delivery, &mut slow);
                         }
                     }
                 }
@@ -863,6 +866,8 @@ impl<M> Inner<M> {
     ) -> Delivery {
         let mut delivery = Delivery::default();
         let mut slow = Vec::new();
+        // Framed (and compressed) once, by the first member's driver that sends it.
+        let prepared = Arc::new(Prepared::new(message.clone()));
         {
             let registry = self.read();
             let Some(members) = registry.room(room) else {
@@ -870,7 +875,7 @@ impl<M> Inner<M> {
             };
             for (id, seat) in members {
                 if Some(*id) != except {
-                    offer(&seat.sender, message, policy, &mut delivery, &mut slow);
+                    offer(&seat.sender, &prepared, policy, &mut delivery, &mut slow);
                 }
             }
         }
@@ -989,12 +994,12 @@ fn leave_all_of<M: Clone + Send + Sync + 'static>(rooms: &Weak<Inner<M>>, id: Co
 /// to be closed once no lock is held).
 fn offer(
     sender: &Sender,
-    message: &Message,
+    message: &Arc<Prepared>,
     policy: SlowMember,
     delivery: &mut Delivery,
     slow: &mut Vec<Sender>,
 ) {
-    match sender.try_send(message.clone()) {
+    match sender.shared().try_send_prepared(message) {
         Ok(()) => delivery.reached += 1,
         Err(error) if error.is_full() => match policy {
             SlowMember::Drop => delivery.dropped += 1,
