@@ -19,10 +19,12 @@ use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tungstenite::handshake::derive_accept_key;
 
 use crate::connection::deflate::{Agreed, Offer};
+use crate::connection::direct::DirectSocket;
 use crate::connection::driver::{Driver, Run, Socket};
 use crate::connection::outcome::Outcome;
 use crate::connection::read_ahead::ReadAhead;
@@ -146,12 +148,20 @@ impl Connection {
             Err(rejection) => return Err(rejection.into_response()),
         };
         let deflate = Offer::from_headers(&parts.headers);
+        // Taken out of the request, so that only the connection holds it (and drops it when it
+        // ends); over HTTP/2 it is the whole connection's socket, never one stream's.
+        let direct = parts
+            .extensions
+            .remove::<DirectSocket>()
+            .filter(|_| parts.version <= Version::HTTP_11)
+            .map(|DirectSocket(socket)| socket);
         Ok(Self {
             parts,
             upgrade: Upgrade {
                 on_upgrade,
                 accept_key,
                 deflate,
+                direct,
             },
             path_params,
             query: OnceLock::new(),
@@ -352,8 +362,8 @@ impl Upgraded {
         let config = self.config;
         // Boxed: what the upgrade task captures stays allocated as long as it runs.
         let connection = Box::new(self);
-        upgrade.respond(accept, &config, move |socket, deflate| {
-            connection.start(socket, deflate, handler_socket, handler)
+        upgrade.respond(accept, &config, move |socket, deflate, direct| {
+            connection.start(socket, deflate, direct, handler_socket, handler)
         })
     }
 
@@ -365,6 +375,7 @@ impl Upgraded {
         self: Box<Self>,
         socket: Socket,
         deflate: Option<Agreed>,
+        direct: Option<Arc<TcpStream>>,
         handler_socket: Option<oneshot::Sender<Sender>>,
         handler: H,
     ) -> Run<H, (Option<Registration>, Admission)>
@@ -378,7 +389,7 @@ impl Upgraded {
             uri,
             admission,
         } = *self;
-        let shared = Shared::new(&config, id);
+        let shared = Shared::new(&config, id, direct, deflate);
         let registration = shutdown.map(|shutdown| shutdown.register(&shared));
         let driver = Driver::new(socket, Arc::clone(&shared), &config, deflate);
         let delivered = handler_socket.is_some_and(|handler_socket| {
@@ -404,6 +415,8 @@ struct Upgrade {
     accept_key: Option<HeaderValue>,
     /// The client's offer of permessage-deflate, if it made one.
     deflate: Option<Offer>,
+    /// The TCP socket, for broadcasters to write into (`Tachyon::serve` over HTTP/1.1 only).
+    direct: Option<Arc<TcpStream>>,
 }
 
 impl Upgrade {
@@ -411,13 +424,14 @@ impl Upgrade {
     /// builds it; `callback` runs with the socket in a task of its own once the upgrade is done.
     fn respond<C, Fut>(self, accept: Accept, config: &Config, callback: C) -> Response
     where
-        C: FnOnce(Socket, Option<Agreed>) -> Fut + Send + 'static,
+        C: FnOnce(Socket, Option<Agreed>, Option<Arc<TcpStream>>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let Self {
             on_upgrade,
             accept_key,
             deflate,
+            direct,
         } = self;
         let deflate = deflate
             .zip(config.deflate.as_ref())
@@ -434,7 +448,7 @@ impl Upgrade {
                     return;
                 }
             };
-            callback(ReadAhead::new(TokioIo::new(upgraded)), agreed).await;
+            callback(ReadAhead::new(TokioIo::new(upgraded)), agreed, direct).await;
         });
 
         let mut response = match accept_key {

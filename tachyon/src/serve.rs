@@ -9,6 +9,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -21,6 +22,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower_service::Service;
+
+use crate::connection::direct::{DirectSocket, SharedTcp};
 
 /// Serves `router` on `listener` until `signal`, then lets the HTTP requests in flight finish,
 /// for at most `drain_timeout` (the WebSocket connections are the caller's to shut down).
@@ -57,12 +60,16 @@ where
             () = &mut signal => break,
         };
         let _ = stream.set_nodelay(true);
+        // Shared with the connection's WebSocket, if it upgrades: rooms then write broadcasts
+        // straight into it (`connection/direct.rs`).
+        let socket = Arc::new(stream);
         let service = TowerToHyperService::new(WithPeer {
             router: router.clone(),
             peer,
+            socket: DirectSocket(Arc::clone(&socket)),
         });
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(TokioIo::new(SharedTcp(socket)), service)
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
@@ -81,11 +88,13 @@ where
     Ok(())
 }
 
-/// The router, with the peer's address as `ConnectInfo<SocketAddr>`.
+/// The router, with the peer's address as `ConnectInfo<SocketAddr>` and the connection's
+/// socket for a WebSocket upgrade.
 #[derive(Clone)]
 struct WithPeer {
     router: axum::Router,
     peer: SocketAddr,
+    socket: DirectSocket,
 }
 
 impl Service<hyper::Request<Incoming>> for WithPeer {
@@ -103,6 +112,7 @@ impl Service<hyper::Request<Incoming>> for WithPeer {
     fn call(&mut self, request: hyper::Request<Incoming>) -> Self::Future {
         let mut request = request.map(Body::new);
         request.extensions_mut().insert(ConnectInfo(self.peer));
+        request.extensions_mut().insert(self.socket.clone());
         self.router.call(request)
     }
 }

@@ -320,3 +320,21 @@ pub async fn http2_handshake(
         .expect("response");
     (response, driver)
 }
+
+/// Serves `app` with Tachyon's own server (`Tachyon::serve_listener`) on 127.0.0.1 with an
+/// OS-chosen port; stopped when dropped.
+pub async fn serve_tachyon<S: Clone + Send + Sync + 'static>(app: tachyon::Tachyon<S>) -> Served {
+    let listener = within(
+        "binding 127.0.0.1:0",
+        tokio::net::TcpListener::bind("127.0.0.1:0"),
+    )
+    .await
+    .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local address");
+    let task = tokio::spawn(async move {
+        app.serve_listener(listener, std::future::pending())
+            .await
+            .expect("server");
+    });
+    Served { addr, task }
+}

@@ -70,6 +70,8 @@ pub(crate) struct Driver {
     unflushed: bool,
     /// The sending side is shut down (while failing).
     shut: bool,
+    /// The driver claimed the socket for writing (see `direct.rs`).
+    claimed: bool,
     phase: Phase,
     /// The close to send for the handler's outcome once its `WebSocket` is gone.
     finish: Option<(CloseCode, String)>,
@@ -98,6 +100,7 @@ impl Driver {
             urgent: None,
             unflushed: false,
             shut: false,
+            claimed: false,
             phase: Phase::Open,
             finish: None,
             expose_errors: config.expose_errors,
@@ -152,6 +155,18 @@ impl Driver {
         let Some(socket) = &mut self.socket else {
             return Ok(());
         };
+        if !self.claimed {
+            let pending = self.pong.is_some()
+                || self.urgent.is_some()
+                || !self.output.is_empty()
+                || self.unflushed
+                || self.phase == Phase::Replying
+                || self.phase == Phase::Failing && !self.shut;
+            if !self.shared.claim_writer(pending) {
+                return Ok(());
+            }
+            self.claimed = true;
+        }
         loop {
             while self.output.has_room() && self.phase != Phase::Done {
                 if let Some(payload) = self.pong.take() {
@@ -180,6 +195,7 @@ impl Driver {
                         self.output.push_message(&message);
                     }
                     Some(Outbound::Prepared(prepared)) => self.output.push_prepared(&prepared),
+                    Some(Outbound::Rest(rest)) => self.output.push_rest(rest),
                     Some(Outbound::Close(code, reason)) => {
                         let payload = frame::close_payload(code.as_u16(), &reason);
                         self.output.push_control(frame::CLOSE, &payload);
@@ -208,6 +224,9 @@ impl Driver {
             return Ok(());
         }
         self.output.release();
+        if self.phase == Phase::Open && self.shared.release_writer() {
+            self.claimed = false;
+        }
         match self.phase {
             Phase::Replying => self.stop(WebSocketDisconnect::lost("closed")),
             Phase::Failing if !self.shut => match Pin::new(&mut *socket).poll_shutdown(cx) {

@@ -138,19 +138,21 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<Option<(Header, usize)>, Viol
 }
 
 /// Unmasks `data`, which starts `offset` bytes into its frame's payload (the mask repeats
-/// every 4 bytes), eight bytes at a time.
+/// every 4 bytes), 32 bytes at a time (a loop the compiler turns into vector instructions).
 pub(crate) fn unmask(data: &mut [u8], mask: [u8; 4], offset: usize) {
     let mut mask = mask;
     mask.rotate_left(offset % 4);
-    let [a, b, c, d] = mask;
-    let wide = u64::from_ne_bytes([a, b, c, d, a, b, c, d]);
-    let mut chunks = data.chunks_exact_mut(8);
-    for chunk in &mut chunks {
-        let mut word = [0; 8];
-        word.copy_from_slice(chunk);
-        chunk.copy_from_slice(&(u64::from_ne_bytes(word) ^ wide).to_ne_bytes());
+    let mut wide = [0; 32];
+    for (byte, mask) in wide.iter_mut().zip(mask.iter().cycle()) {
+        *byte = *mask;
     }
-    for (byte, mask) in chunks.into_remainder().iter_mut().zip(mask.iter().cycle()) {
+    let mut chunks = data.chunks_exact_mut(32);
+    for chunk in &mut chunks {
+        for (byte, mask) in chunk.iter_mut().zip(wide.iter()) {
+            *byte ^= mask;
+        }
+    }
+    for (byte, mask) in chunks.into_remainder().iter_mut().zip(wide.iter()) {
         *byte ^= mask;
     }
 }
@@ -296,7 +298,7 @@ mod tests {
             .enumerate()
             .map(|(i, byte)| byte ^ mask[i % 4])
             .collect();
-        for split in [0, 1, 3, 7, 8, 13, 200] {
+        for split in [0, 1, 3, 7, 8, 13, 31, 32, 33, 200] {
             let mut got = data.clone();
             let (head, tail) = got.split_at_mut(split);
             unmask(head, mask, 0);

@@ -33,6 +33,7 @@
 //! polls the task again later, driver first, as after any other wake-up.
 
 pub(crate) mod deflate;
+pub(crate) mod direct;
 pub(crate) mod driver;
 mod frame;
 mod keepalive;
@@ -52,6 +53,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use futures_util::task::AtomicWaker;
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 
@@ -60,6 +62,7 @@ use crate::error::{Error, TrySendError, WebSocketDisconnect};
 use crate::message::Message;
 use crate::settings::Config;
 
+use deflate::Agreed;
 pub(crate) use driver::run;
 pub(crate) use writer::Prepared;
 
@@ -169,6 +172,9 @@ pub(crate) enum Outbound {
     /// A room's replay to a member that resumes: sent like a message, but outside the queue's
     /// bounds ([`Shared::queue_replay`]).
     Replay(Message),
+    /// The end of a frame a broadcaster wrote into the socket in part (`direct.rs`): it goes
+    /// before anything else.
+    Rest(axum::body::Bytes),
     /// The close frame: its code and reason (cut to fit).
     Close(CloseCode, String),
 }
@@ -179,7 +185,7 @@ impl Outbound {
         match self {
             Self::Message(message) => message.len(),
             Self::Prepared(prepared) => prepared.message().len(),
-            Self::Replay(_) | Self::Close(..) => 0,
+            Self::Replay(_) | Self::Rest(_) | Self::Close(..) => 0,
         }
     }
 }
@@ -189,6 +195,9 @@ impl Outbound {
 #[derive(Debug)]
 pub(crate) struct Shared {
     id: ConnectionId,
+    /// What compression the connection agreed to: a broadcaster writing straight into the
+    /// socket picks the frame by it.
+    deflate: Option<Agreed>,
     queue_messages: usize,
     queue_bytes: usize,
     state: Mutex<State>,
@@ -205,6 +214,11 @@ struct State {
     replays: usize,
     /// A sender found the queue full and waits for room.
     blocked: bool,
+    /// The connection's TCP socket, while a broadcaster may write into it (`direct.rs`).
+    direct: Option<Arc<TcpStream>>,
+    /// The driver claimed the socket for writing: it has (or is about to have) bytes on their
+    /// way, so nobody else writes into it.
+    writing: bool,
     /// The message read ahead of the handler.
     inbox: Option<Message>,
     reader: Option<Waker>,
@@ -240,9 +254,19 @@ thread_local! {
 }
 
 impl Shared {
-    pub(crate) fn new(config: &Config, id: ConnectionId) -> Arc<Self> {
+    /// `direct`: the TCP socket, if broadcasters may write into it; `deflate`: what the
+    /// connection agreed to.
+    pub(crate) fn new(
+        config: &Config,
+        id: ConnectionId,
+        direct: Option<Arc<TcpStream>>,
+        deflate: Option<Agreed>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             id,
+            // A connection that keeps its compression context writes every compressed frame
+            // through its own compressor: never straight from a broadcaster.
+            deflate,
             queue_messages: config.queue_messages,
             queue_bytes: config.queue_bytes,
             state: Mutex::new(State {
@@ -250,6 +274,8 @@ impl Shared {
                 queued_bytes: 0,
                 replays: 0,
                 blocked: false,
+                direct: direct.filter(|_| !deflate.is_some_and(|agreed| agreed.server_takeover)),
+                writing: false,
                 inbox: None,
                 reader: None,
                 ending: None,
@@ -302,19 +328,39 @@ impl Shared {
         Ok(())
     }
 
-    /// Queues a broadcast's prepared message if there is room. The error carries a copy of
-    /// the message (the bytes are shared).
+    /// Sends a broadcast's prepared message: straight into the socket when the connection
+    /// is idle (nothing queued, the driver not writing; see `direct.rs`), else queued if there is
+    /// room. The error carries a copy of the message (the bytes are shared).
     pub(crate) fn try_send_prepared(&self, prepared: &Arc<Prepared>) -> Result<(), TrySendError> {
         let len = prepared.message().len();
-        match self.room_for(len) {
-            Ok(mut state) => {
-                state.queued_bytes += len;
-                state
-                    .queue
-                    .push_back(Outbound::Prepared(Arc::clone(prepared)));
-            }
+        let mut state = match self.room_for(len) {
+            Ok(state) => state,
             Err(refused) => return Err(refused.into_error(prepared.message().clone())),
+        };
+        if let Some(socket) = state.direct.as_deref().filter(|_| state.queue.is_empty()) {
+            if !state.writing {
+                let frame = prepared.frame_for(self.deflate);
+                match socket.try_write(&frame) {
+                    Ok(written) if written == frame.len() => return Ok(()),
+                    Ok(written) => {
+                        // The driver writes the rest, before anything else.
+                        state
+                            .queue
+                            .push_back(Outbound::Rest(frame.slice(written..)));
+                        drop(state);
+                        self.wake_driver();
+                        return Ok(());
+                    }
+                    // The socket is full (or failed, which the driver finds out): queued.
+                    Err(_) => {}
+                }
+            }
         }
+        state.queued_bytes += len;
+        state
+            .queue
+            .push_back(Outbound::Prepared(Arc::clone(prepared)));
+        drop(state);
         self.wake_driver();
         Ok(())
     }
@@ -502,6 +548,26 @@ impl Shared {
         Some(next)
     }
 
+    /// The driver claims the socket for writing, if it has something to write (`pending`)
+    /// or something is queued. Until it releases it, nobody else writes into the socket.
+    fn claim_writer(&self, pending: bool) -> bool {
+        let mut state = self.lock();
+        let claim = pending || !state.queue.is_empty();
+        state.writing |= claim;
+        claim
+    }
+
+    /// The driver wrote everything it had: it releases the socket, unless more was queued
+    /// meanwhile (then it keeps it, and its next round writes that).
+    fn release_writer(&self) -> bool {
+        let mut state = self.lock();
+        let release = state.queue.is_empty();
+        if release {
+            state.writing = false;
+        }
+        release
+    }
+
     fn inbox_full(&self) -> bool {
         self.lock().inbox.is_some()
     }
@@ -528,7 +594,8 @@ impl Shared {
             }
             state.done |= done;
             if done {
-                // Nothing will be sent any more: free what waits.
+                // Nothing will be sent any more: free what waits (and the socket).
+                state.direct = None;
                 state.queue.clear();
                 state.queued_bytes = 0;
                 state.replays = 0;

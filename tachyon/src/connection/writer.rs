@@ -52,6 +52,22 @@ impl Prepared {
         })
     }
 
+    /// The frame for a connection that agreed to `deflate`: compressed if the connection
+    /// compresses messages of this size.
+    pub(crate) fn frame_for(&self, deflate: Option<Agreed>) -> Bytes {
+        self.compressed_for(deflate)
+            .unwrap_or_else(|| self.plain().clone())
+    }
+
+    fn compressed_for(&self, deflate: Option<Agreed>) -> Option<Bytes> {
+        let agreed = deflate?;
+        let len = self.message.len();
+        if !agreed.compresses(len) {
+            return None;
+        }
+        self.compressed(agreed.level_for(len))
+    }
+
     /// The compressed frame for a member compressing at `level`.
     fn compressed(&self, level: u32) -> Option<Bytes> {
         let compress = || {
@@ -156,22 +172,22 @@ impl Output {
 
     /// A broadcast's frame, shared with the other members.
     pub(crate) fn push_prepared(&mut self, prepared: &Prepared) {
-        if let Some(agreed) = self.deflate {
-            let len = prepared.message().len();
-            if agreed.compresses(len) {
-                if let Some(frame) = prepared.compressed(agreed.level_for(len)) {
-                    // The client's window now holds this message, which this connection's own
-                    // compressor never saw: it starts again, so that nothing it sends next
-                    // refers to bytes the client has elsewhere.
-                    if let Some(compressor) = &mut self.compressor {
-                        compressor.reset();
-                    }
-                    self.push_bytes(frame);
-                    return;
-                }
+        if let Some(frame) = prepared.compressed_for(self.deflate) {
+            // The client's window now holds this message, which this connection's own
+            // compressor never saw: it starts again, so that nothing it sends next refers to
+            // bytes the client has elsewhere.
+            if let Some(compressor) = &mut self.compressor {
+                compressor.reset();
             }
+            self.push_bytes(frame);
+            return;
         }
         self.push_bytes(prepared.plain().clone());
+    }
+
+    /// Bytes of a frame another writer started.
+    pub(crate) fn push_rest(&mut self, rest: Bytes) {
+        self.push_bytes(rest);
     }
 
     fn push_frame(&mut self, opcode: u8, compressed: bool, payload: Bytes) {
