@@ -138,7 +138,9 @@ pub(crate) async fn run(
 ) -> io::Result<Vec<f64>> {
     let mut clients = Vec::with_capacity(CONNECTIONS);
     for _ in 0..CONNECTIONS {
-        let mut client = Client::connect(url, Some(OFFER)).await?;
+        let mut client = Client::connect(url, Some(OFFER))
+            .await
+            .map_err(context("connect"))?;
         if let Some(expected) = expect_deflate
             && expected != client.deflate.is_some()
         {
@@ -149,7 +151,10 @@ pub(crate) async fn run(
         }
         let prepared = client.prepare(document.as_bytes())?;
         for _ in 0..WARM_UP_ECHOES {
-            client.echo(&prepared, document.as_bytes()).await?;
+            client
+                .echo(&prepared, document.as_bytes())
+                .await
+                .map_err(context("warm-up echo"))?;
         }
         clients.push((client, prepared));
     }
@@ -166,7 +171,10 @@ pub(crate) async fn run(
         tasks.spawn(async move {
             let mut echoes = 0_u64;
             while echoes < MAX_ECHOES && Instant::now() < deadline {
-                client.echo(&prepared, document.as_bytes()).await?;
+                client
+                    .echo(&prepared, document.as_bytes())
+                    .await
+                    .map_err(context("echo"))?;
                 echoes += 1;
             }
             io::Result::Ok((echoes, Instant::now(), client))
@@ -186,7 +194,7 @@ pub(crate) async fn run(
         (up + client.bytes_written, down + client.bytes_read())
     });
     for client in clients {
-        client.close().await?;
+        client.close().await.map_err(context("close"))?;
     }
     let per_message = |before: Option<u64>, after: Option<u64>| match (before, after) {
         (Some(before), Some(after)) if messages > 0 => {
@@ -201,6 +209,11 @@ pub(crate) async fn run(
     values[WIRE_UP] = (bytes_after.0 - bytes_before.0) as f64 / messages.max(1) as f64;
     values[WIRE_DOWN] = (bytes_after.1 - bytes_before.1) as f64 / messages.max(1) as f64;
     Ok(values)
+}
+
+/// Says which step of the scenario an error comes from.
+fn context(step: &'static str) -> impl Fn(io::Error) -> io::Error {
+    move |error| io::Error::new(error.kind(), format!("echo-deflate: {step}: {error}"))
 }
 
 /// A JSON document of at most `size` bytes, the same every time: an array of chat messages

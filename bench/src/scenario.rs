@@ -162,9 +162,10 @@ const MAX_ITERATIONS: u64 = 100_000_000;
 const TIME_LIMIT: Duration = Duration::from_secs(120);
 
 impl Scenario {
-    pub(crate) const ALL: [Self; 10] = [
+    pub(crate) const ALL: [Self; 11] = [
         Self::Echo32,
         Self::Echo16k,
+        Self::EchoDeflate,
         Self::Latency,
         Self::Connect,
         Self::IdleMemory,
@@ -192,11 +193,8 @@ impl Scenario {
     }
 
     pub(crate) fn parse(name: &str) -> Option<Self> {
-        // The deflate echo needs the Tachyon server's `/ws-deflate`, which waits for
-        // `tachyon::settings::Deflate`: until then it runs only when asked for.
         Self::ALL
             .into_iter()
-            .chain([Self::EchoDeflate])
             .find(|scenario| scenario.name() == name)
     }
 

@@ -1,11 +1,12 @@
 //! The two servers under test, and how the harness runs each as a child process of its own binary.
 //!
 //! Both are echo servers on `/ws` served by `axum::serve` with default settings, so they differ only
-//! in the WebSocket layer: axum's `WebSocketUpgrade` or Tachyon's `#[websocket]`. For the fan-out
-//! scenario both also have a room (`/room` joins it, `/fire` broadcasts to it): the raw server
-//! keeps the seed's connection manager written in Rust (a list of senders, one awaited send
-//! each), the Tachyon server uses `Rooms`; a third server, `serve floor` ([`crate::floor`]),
-//! has the same two routes and nothing else. For the history scenarios the Tachyon server also
+//! in the WebSocket layer: axum's `WebSocketUpgrade` or Tachyon's `#[websocket]`. The Tachyon
+//! server also echoes on `/ws-deflate`, with permessage-deflate on (the deflate echo). For the
+//! fan-out scenario both also have a room (`/room` joins it, `/fire` broadcasts to it): the raw
+//! server keeps the seed's connection manager written in Rust (a list of senders, one awaited
+//! send each), the Tachyon server uses `Rooms`; a third server, `serve floor`
+//! ([`crate::floor`]), has the same two routes and nothing else. For the history scenarios the Tachyon server also
 //! has `/publish` (broadcasts to a named room on request) and `/resume` (joins a named room with
 //! `join_since`), and runs a third way, `serve history`: the same routes on rooms that keep a
 //! history. A server runs in its own process so that its memory and CPU time can be read from
@@ -253,6 +254,18 @@ async fn echo(mut ws: WebSocket) -> tachyon::Result<()> {
     }
 }
 
+/// The same echo with permessage-deflate on, with the defaults (the deflate echo's "on" side).
+#[tachyon::websocket("/ws-deflate", deflate = tachyon::settings::Deflate::new())]
+async fn echo_deflate(mut ws: WebSocket) -> tachyon::Result<()> {
+    ws.accept().await?;
+    loop {
+        match ws.receive().await? {
+            Message::Text(text) => ws.send_text(text).await?,
+            Message::Binary(bytes) => ws.send_bytes(bytes).await?,
+        }
+    }
+}
+
 /// Serves `kind` on 127.0.0.1 (a port the system picks) until standard input closes.
 pub(crate) async fn serve(kind: ServerKind) -> io::Result<()> {
     let app = match kind {
@@ -276,6 +289,7 @@ pub(crate) async fn serve(kind: ServerKind) -> io::Result<()> {
 fn tachyon_app(rooms: Rooms) -> axum::Router {
     tachyon::Tachyon::with_state(rooms)
         .websocket(echo)
+        .websocket(echo_deflate)
         .websocket(member)
         .websocket(fire)
         .websocket(publish)
