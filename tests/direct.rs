@@ -88,29 +88,98 @@ async fn a_member_that_stops_reading_gets_every_frame_whole_once_it_reads_again(
     let served = support::serve_tachyon(app).await;
     let mut client = raw_connect(&served, "/member").await;
     joined(&mut client).await;
-    // The client reads nothing while 400 messages of 64 KiB (25 MiB) go out: the socket's
-    // buffers fill, a broadcast is written in part, and the rest waits in the queue.
-    let messages: Vec<String> = (0..400)
+    // The client reads nothing while 100 messages of 64 KiB go out: the socket's buffers fill,
+    // a broadcast is written in part, and the rest waits in the queue. Then it reads while 400
+    // more go out, so that broadcasts keep arriving while the connection has a frame half
+    // written: none may be written into the socket then.
+    let messages: Vec<String> = (0..500)
         .map(|i| {
-            format!(
-                "{i:05} {}",
-                char::from(b'a' + (i % 26) as u8)
-                    .to_string()
-                    .repeat(64 * 1024)
-            )
+            let fill = char::from(b'a' + (i % 26) as u8).to_string();
+            format!("{i:05} {}", fill.repeat(64 * 1024 + i * 7))
         })
         .collect();
-    for message in &messages {
+    for message in &messages[..100] {
         let delivery = rooms.to("all").send(message.clone());
         assert_eq!(delivery.reached(), 1, "the queue has room for all of them");
     }
+    let broadcaster = tokio::spawn({
+        let rooms = rooms.clone();
+        let later = messages[100..].to_vec();
+        async move {
+            for message in later {
+                assert_eq!(rooms.to("all").send(message).reached(), 1);
+                tokio::task::yield_now().await;
+            }
+        }
+    });
     for (i, message) in messages.iter().enumerate() {
         assert!(
             next_text(&mut client).await == *message,
             "message {i} came back different"
         );
     }
+    within("the broadcaster", broadcaster)
+        .await
+        .expect("broadcasts");
     within("closing", client.send(WireMessage::Close(None)))
         .await
         .expect("close");
+}
+
+/// Joins "all" with a small queue, says so, then never reads.
+#[websocket("/stuck", queue_messages = 8)]
+async fn stuck(mut ws: WebSocket, State(rooms): State<Rooms>) -> tachyon::Result<()> {
+    ws.accept().await?;
+    rooms.join("all", &ws)?;
+    ws.send_text(format!("joined {}", ws.id())).await?;
+    ws.sender()?.closed().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_socket_and_queue_are_full_is_closed_and_the_broadcast_goes_on() {
+    let rooms = Rooms::new();
+    let app = Tachyon::with_state(rooms.clone())
+        .settings(Settings::new().keepalive_interval(None))
+        .websocket(stuck);
+    let served = support::serve_tachyon(app).await;
+    let mut client = raw_connect(&served, "/stuck").await;
+    joined(&mut client).await;
+    // The client reads nothing: the socket's buffers fill, then the queue's 8 places; the next
+    // broadcast closes it (1013, the default policy) instead of waiting.
+    let message = "x".repeat(64 * 1024);
+    let mut closed_after = None;
+    for i in 0..1000 {
+        let delivery = rooms.to("all").send(message.clone());
+        if delivery.closed() == 1 {
+            closed_after = Some(i);
+            break;
+        }
+        assert_eq!(delivery.reached(), 1);
+    }
+    let sent = closed_after.expect("the member was closed once its queue was full");
+    assert!(
+        sent >= 8,
+        "closed after {sent} messages, before its queue was full"
+    );
+    assert_eq!(rooms.to("all").send("after").reached(), 0);
+    // What was written before the close still arrives whole, then the close.
+    let mut got = 0;
+    loop {
+        match within("the messages, then the close", client.next()).await {
+            Some(Ok(WireMessage::Text(text))) => {
+                assert!(
+                    text.as_str() == message,
+                    "message {got} came back different"
+                );
+                got += 1;
+            }
+            Some(Ok(WireMessage::Close(Some(frame)))) => {
+                assert_eq!(u16::from(frame.code), 1013);
+                break;
+            }
+            other => panic!("expected messages then a close, got {other:?}"),
+        }
+    }
+    assert!(got >= 8 && got <= sent, "{got} of {sent} messages arrived");
 }

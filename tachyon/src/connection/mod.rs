@@ -7,6 +7,13 @@
 //! elsewhere. Outbound messages wait in a queue bounded in messages and in bytes; inbound,
 //! one message is read ahead of the handler.
 //!
+//! The WebSocket protocol itself is Tachyon's own (RFC 6455 and 7692), in small modules: the
+//! frame format ([`frame`]), the reader (frames parsed in place in the thread's read buffer,
+//! [`read_ahead`]; text checked for UTF-8 once as it arrives, [`utf8`]), the writer (queued
+//! frames gathered into one write; a broadcast framed once, [`writer`]), permessage-deflate
+//! ([`deflate`]) and broadcasts written straight into idle sockets ([`direct`], whose docs state
+//! the one rule that keeps two writers apart).
+//!
 //! # Two wake-ups that are skipped, and why that is sound
 //!
 //! [`run`] polls the driver, then the handler, in one loop, with the task's one waker. Two
@@ -736,7 +743,77 @@ impl Drop for Polling {
 #[cfg(test)]
 #[allow(clippy::expect_used)]
 mod tests {
-    use super::ConnectionId;
+    use std::sync::Arc;
+
+    use super::{ConnectionId, Outbound, Prepared, Shared};
+    use crate::message::Message;
+    use crate::settings::Settings;
+
+    /// A connected pair of loopback sockets: the server's side, shared, and the client's.
+    async fn pair() -> (Arc<tokio::net::TcpStream>, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let client = tokio::net::TcpStream::connect(listener.local_addr().expect("address"));
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        (
+            Arc::new(accepted.expect("accept").0),
+            client.expect("connect"),
+        )
+    }
+
+    /// What the client reads within `wait` (loopback delivers a write at once; a short wait
+    /// is enough to see that nothing was written).
+    async fn read_within(client: &tokio::net::TcpStream, wait: std::time::Duration) -> usize {
+        let mut buffer = [0; 1024];
+        match tokio::time::timeout(wait, client.readable()).await {
+            Ok(Ok(())) => client.try_read(&mut buffer).unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    async fn nothing_written(client: &tokio::net::TcpStream) -> bool {
+        read_within(client, std::time::Duration::from_millis(50)).await == 0
+    }
+
+    async fn written(client: &tokio::net::TcpStream) -> usize {
+        read_within(client, std::time::Duration::from_secs(10)).await
+    }
+
+    #[tokio::test]
+    async fn a_broadcast_is_written_straight_only_while_the_driver_does_not_write() {
+        let (server, client) = pair().await;
+        let shared = Shared::new(
+            &Settings::new().resolve(),
+            ConnectionId::next(),
+            Some(server),
+            None,
+        );
+        let prepared = Arc::new(Prepared::new(Message::Text("hello".into())));
+
+        // The driver claimed the socket (it has bytes on their way): the broadcast waits in
+        // the queue, and nothing reaches the socket.
+        assert!(shared.claim_writer(true));
+        shared.try_send_prepared(&prepared).expect("queued");
+        assert!(nothing_written(&client).await);
+        assert!(matches!(shared.pop(), Some(Outbound::Prepared(_))));
+        // Released with nothing queued: the next broadcast goes straight into the socket, and
+        // the queue stays empty.
+        assert!(shared.release_writer());
+        shared.try_send_prepared(&prepared).expect("written");
+        assert_eq!(written(&client).await, 7, "the 7-byte frame of `hello`");
+        assert!(shared.pop().is_none());
+        // Something queued keeps later broadcasts behind it, in order.
+        shared
+            .try_send(Message::Text("first".into()))
+            .expect("queued");
+        shared
+            .try_send_prepared(&prepared)
+            .expect("queued behind it");
+        assert!(nothing_written(&client).await);
+        assert!(matches!(shared.pop(), Some(Outbound::Message(_))));
+        assert!(matches!(shared.pop(), Some(Outbound::Prepared(_))));
+    }
 
     #[test]
     fn a_connection_id_reads_back_from_its_text() {

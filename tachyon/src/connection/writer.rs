@@ -253,3 +253,49 @@ impl Output {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::connection::deflate::Offer;
+    use crate::settings::Deflate;
+    use axum::http::{HeaderMap, HeaderValue, header};
+
+    fn agreed(offer: &str) -> Agreed {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::SEC_WEBSOCKET_EXTENSIONS,
+            HeaderValue::from_str(offer).expect("a header"),
+        );
+        Offer::from_headers(&headers)
+            .expect("an offer")
+            .accept(&Deflate::new())
+            .0
+    }
+
+    #[test]
+    fn a_broadcast_is_framed_and_compressed_once_for_every_member() {
+        let text = r#"{"type":"update","value":12345}"#.repeat(20);
+        let prepared = Prepared::new(Message::Text(text.clone().into()));
+        let chrome = agreed("permessage-deflate; client_max_window_bits");
+        let firefox = agreed("permessage-deflate");
+        // The same bytes, not equal copies: one allocation shared by every member.
+        let (one, two) = (
+            prepared.frame_for(Some(chrome)),
+            prepared.frame_for(Some(firefox)),
+        );
+        assert_eq!(one.as_ptr(), two.as_ptr());
+        assert_eq!(one[0], 0xC1, "final, compressed, text");
+        let (plain, again) = (prepared.frame_for(None), prepared.frame_for(None));
+        assert_eq!(plain.as_ptr(), again.as_ptr());
+        assert_eq!(&plain[4..], text.as_bytes());
+        // A member's writer takes the shared frame as it is.
+        let mut output = Output::new(8 * 1024, Some(chrome));
+        output.push_prepared(&prepared);
+        assert_eq!(output.buf, one);
+        // Below the threshold, even a compressing member gets the plain frame.
+        let short = Prepared::new(Message::Text("short".into()));
+        assert_eq!(short.frame_for(Some(chrome)), short.frame_for(None));
+    }
+}
