@@ -64,7 +64,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, S
         if first && arg == "serve" {
             let kind = args
                 .next()
-                .ok_or("serve: which server? raw, tachyon, history or floor")?;
+                .ok_or("serve: which server? raw, tachyon, tachyon-serve, history or floor")?;
             if kind == "node" {
                 let redis = args.next().ok_or("serve node: which Redis URL?")?;
                 let history = match args.next().as_deref() {
@@ -88,7 +88,9 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, S
                 return Ok(Command::ServeHistoryMemory(fill));
             }
             return ServerKind::parse(&kind).map(Command::Serve).ok_or_else(|| {
-                format!("serve: unknown server `{kind}` (raw, tachyon, history or floor)")
+                format!(
+                    "serve: unknown server `{kind}` (raw, tachyon, tachyon-serve, history or floor)"
+                )
             });
         }
         first = false;

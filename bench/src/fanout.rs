@@ -4,19 +4,23 @@
 //! - **naive**: the raw axum server's seed pattern (a list of senders, one awaited send each);
 //! - **floor**: [`crate::floor`], the cheapest correct broadcast (pre-framed bytes written to
 //!   each member's socket in a plain loop, one write each);
-//! - **tachyon**: the Tachyon server's `Rooms`.
+//! - **tachyon**: the Tachyon server's `Rooms`, served by `axum::serve` as in the other
+//!   scenarios;
+//! - **tachyon-serve**: the same app served by `Tachyon::serve`'s accept loop (as the README
+//!   serves it), where rooms write a broadcast straight into an idle member's socket.
 //!
-//! Each run measures one message to every member (the time until the last has it, and the
-//! server's and this client's CPU time per delivery), then a burst of `burst` messages to every
-//! member (deliveries per second, from the request until the last member has the last message,
-//! and the server's CPU time per delivery). The members are light clients ([`crate::wire`]:
+//! Each run measures [`SINGLES`] single messages to every member, one at a time (the median
+//! time until the last member has one, and the server's and this client's CPU time per
+//! delivery over the five), then a burst of `burst` messages to every member (deliveries per
+//! second, from the request until the last member has the last message, and the server's CPU
+//! time per delivery). The members are light clients ([`crate::wire`]:
 //! a raw TCP stream, each frame's header parsed and its payload compared), so that the client
 //! takes less of the two cores than tokio-tungstenite would; the broadcaster's connection is
 //! tokio-tungstenite.
 //!
-//! The rows compare Tachyon with the floor (the targets of issue #16: one message ≤ 1.2 × the
-//! floor's server CPU per delivery; a burst's per delivery ≤ 0.2 × the floor's one message)
-//! and with the naive pattern (the benchmarks issue's rows).
+//! The rows compare both Tachyon sides with the floor (the targets of issue #16: a single
+//! message ≤ 1.2 × the floor's server CPU per delivery; a burst's per delivery ≤ 0.2 × the
+//! floor's single message) and with the naive pattern (the benchmarks issue's rows).
 
 use std::io;
 use std::sync::Arc;
@@ -43,11 +47,14 @@ const FANOUT_LIMIT: Duration = Duration::from_secs(60);
 const JOIN_LIMIT: Duration = Duration::from_secs(120);
 /// A member's read buffer: a burst of 100 messages is 6.6 KB.
 const MEMBER_BUFFER: usize = 2 * 1024;
+/// Single messages broadcast one at a time, each awaited until every member has it, before
+/// the burst: their CPU per delivery is steadier over five than one.
+const SINGLES: usize = 5;
 
 /// The values of one run, in the order of [`Scenario::Fanout`]'s metrics.
-const FIRST_MS: usize = 0;
-const FIRST_SERVER_CPU: usize = 1;
-const FIRST_CLIENT_CPU: usize = 2;
+const SINGLE_MS: usize = 0;
+const SINGLE_SERVER_CPU: usize = 1;
+const SINGLE_CLIENT_CPU: usize = 2;
 const BURST_RATE: usize = 3;
 const BURST_SERVER_CPU: usize = 4;
 
@@ -55,7 +62,8 @@ const BURST_SERVER_CPU: usize = 4;
 const NAIVE: usize = 0;
 const FLOOR: usize = 1;
 const TACHYON: usize = 2;
-const SIDES: [&str; 3] = ["naive", "floor", "tachyon"];
+const TACHYON_SERVE: usize = 3;
+const SIDES: [&str; 4] = ["naive", "floor", "tachyon", "tachyon-serve"];
 
 /// A row of the report: `base`'s value (the "raw" column) against `measured`'s (the "tachyon"
 /// column), each a side and the index of one of its values.
@@ -88,19 +96,19 @@ const fn compared(
 
 const ROWS: &[Compared] = &[
     compared(
-        "fan-out first server cpu (floor vs tachyon)",
+        "fan-out single server cpu (floor vs tachyon)",
         "us/deliv",
         2,
         Goal::RatioAtMost(1.2),
-        (FLOOR, FIRST_SERVER_CPU),
-        (TACHYON, FIRST_SERVER_CPU),
+        (FLOOR, SINGLE_SERVER_CPU),
+        (TACHYON, SINGLE_SERVER_CPU),
     ),
     compared(
-        "fan-out burst server cpu (floor's first vs tachyon's burst)",
+        "fan-out burst server cpu (floor's single vs tachyon's burst)",
         "us/deliv",
         3,
         Goal::RatioAtMost(0.2),
-        (FLOOR, FIRST_SERVER_CPU),
+        (FLOOR, SINGLE_SERVER_CPU),
         (TACHYON, BURST_SERVER_CPU),
     ),
     compared(
@@ -112,46 +120,46 @@ const ROWS: &[Compared] = &[
         (TACHYON, BURST_SERVER_CPU),
     ),
     compared(
-        "fan-out first (floor vs tachyon)",
+        "fan-out single (floor vs tachyon)",
         "ms",
         1,
         Goal::None,
-        (FLOOR, FIRST_MS),
-        (TACHYON, FIRST_MS),
+        (FLOOR, SINGLE_MS),
+        (TACHYON, SINGLE_MS),
     ),
     compared(
-        "fan-out first client cpu (floor vs tachyon)",
+        "fan-out single client cpu (floor vs tachyon)",
         "us/deliv",
         2,
         Goal::None,
-        (FLOOR, FIRST_CLIENT_CPU),
-        (TACHYON, FIRST_CLIENT_CPU),
+        (FLOOR, SINGLE_CLIENT_CPU),
+        (TACHYON, SINGLE_CLIENT_CPU),
     ),
     // The benchmarks issue's first-message target (0.2 x the naive pattern) is replaced by the
     // floor's: its client could not measure it on two cores.
     compared(
-        "fan-out first vs naive",
+        "fan-out single vs naive",
         "ms",
         1,
         Goal::None,
-        (NAIVE, FIRST_MS),
-        (TACHYON, FIRST_MS),
+        (NAIVE, SINGLE_MS),
+        (TACHYON, SINGLE_MS),
     ),
     compared(
-        "fan-out first server cpu (naive vs tachyon)",
+        "fan-out single server cpu (naive vs tachyon)",
         "us/deliv",
         2,
         Goal::None,
-        (NAIVE, FIRST_SERVER_CPU),
-        (TACHYON, FIRST_SERVER_CPU),
+        (NAIVE, SINGLE_SERVER_CPU),
+        (TACHYON, SINGLE_SERVER_CPU),
     ),
     compared(
-        "fan-out first client cpu (naive vs tachyon)",
+        "fan-out single client cpu (naive vs tachyon)",
         "us/deliv",
         2,
         Goal::None,
-        (NAIVE, FIRST_CLIENT_CPU),
-        (TACHYON, FIRST_CLIENT_CPU),
+        (NAIVE, SINGLE_CLIENT_CPU),
+        (TACHYON, SINGLE_CLIENT_CPU),
     ),
     compared(
         "fan-out burst vs naive",
@@ -169,10 +177,53 @@ const ROWS: &[Compared] = &[
         (NAIVE, BURST_SERVER_CPU),
         (TACHYON, BURST_SERVER_CPU),
     ),
+    // The same app served by `Tachyon::serve`'s accept loop, where rooms write a broadcast
+    // straight into an idle member's socket.
+    compared(
+        "fan-out single server cpu (floor vs tachyon-serve)",
+        "us/deliv",
+        2,
+        Goal::RatioAtMost(1.2),
+        (FLOOR, SINGLE_SERVER_CPU),
+        (TACHYON_SERVE, SINGLE_SERVER_CPU),
+    ),
+    compared(
+        "fan-out burst server cpu (floor's single vs tachyon-serve's burst)",
+        "us/deliv",
+        3,
+        Goal::RatioAtMost(0.2),
+        (FLOOR, SINGLE_SERVER_CPU),
+        (TACHYON_SERVE, BURST_SERVER_CPU),
+    ),
+    compared(
+        "fan-out burst server cpu (floor vs tachyon-serve)",
+        "us/deliv",
+        3,
+        Goal::None,
+        (FLOOR, BURST_SERVER_CPU),
+        (TACHYON_SERVE, BURST_SERVER_CPU),
+    ),
+    compared(
+        "fan-out single (floor vs tachyon-serve)",
+        "ms",
+        1,
+        Goal::None,
+        (FLOOR, SINGLE_MS),
+        (TACHYON_SERVE, SINGLE_MS),
+    ),
+    compared(
+        "fan-out burst vs naive (tachyon-serve)",
+        "deliv/s",
+        0,
+        Goal::RatioAtLeast(5.0),
+        (NAIVE, BURST_RATE),
+        (TACHYON_SERVE, BURST_RATE),
+    ),
 ];
 
 /// Runs the scenario `rounds` times on each side: `naive` is the harness's raw server,
-/// `tachyon` its Tachyon server, and the floor a server of its own.
+/// `tachyon` its Tachyon server; the floor and the Tachyon server served by `Tachyon::serve`
+/// are servers of their own.
 pub(crate) async fn compare(
     naive: &Server,
     tachyon: &Server,
@@ -180,10 +231,15 @@ pub(crate) async fn compare(
     rounds: usize,
 ) -> io::Result<Vec<Row>> {
     let floor = Server::start(ServerKind::Floor).await?;
-    let servers = [naive, &floor, tachyon];
-    let mut runs: [Vec<Vec<f64>>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    let tachyon_serve = Server::start(ServerKind::TachyonServe).await?;
+    let servers = [naive, &floor, tachyon, &tachyon_serve];
+    let mut runs: [Vec<Vec<f64>>; 4] = Default::default();
     for round in 0..rounds {
-        let order = if round % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] };
+        let order = if round % 2 == 0 {
+            [0, 1, 2, 3]
+        } else {
+            [3, 2, 1, 0]
+        };
         for side in order {
             let endpoint = Endpoint {
                 url: servers[side].url(),
@@ -195,6 +251,7 @@ pub(crate) async fn compare(
         }
     }
     floor.stop().await?;
+    tachyon_serve.stop().await?;
     let median = |(side, index): (usize, usize)| {
         let mut values: Vec<f64> = runs[side].iter().map(|values| values[index]).collect();
         report::median(&mut values)
@@ -211,18 +268,18 @@ pub(crate) async fn compare(
         .collect())
 }
 
-/// How many members still wait for their first message, and for the whole burst.
+/// For each of the [`SINGLES`] single messages and then the burst, how many members still
+/// wait for it.
 #[derive(Debug)]
 struct Progress {
-    first: AtomicUsize,
-    all: AtomicUsize,
+    waiting: [AtomicUsize; SINGLES + 1],
     changed: Notify,
 }
 
 impl Progress {
-    async fn wait(&self, counter: &AtomicUsize, what: &str) -> io::Result<()> {
+    async fn wait(&self, stage: usize, what: &str) -> io::Result<()> {
         let waiting = async {
-            while counter.load(Ordering::Acquire) > 0 {
+            while self.waiting[stage].load(Ordering::Acquire) > 0 {
                 self.changed.notified().await;
             }
         };
@@ -231,8 +288,8 @@ impl Progress {
             .map_err(|_| io::Error::other(format!("fan-out: {what} took over {FANOUT_LIMIT:?}")))
     }
 
-    fn arrived(&self, counter: &AtomicUsize) {
-        if counter.fetch_sub(1, Ordering::AcqRel) == 1 {
+    fn arrived(&self, stage: usize) {
+        if self.waiting[stage].fetch_sub(1, Ordering::AcqRel) == 1 {
             self.changed.notify_one();
         }
     }
@@ -259,8 +316,8 @@ async fn join(url: &str) -> io::Result<wire::Reader<TcpStream>> {
     }
 }
 
-/// Reads `member`'s messages until its connection ends, and counts them into `progress`: its
-/// first, then its `1 + burst`th. Pings are answered.
+/// Reads `member`'s messages until its connection ends, and counts them into `progress`: each
+/// of the single messages, then the last of the burst. Pings are answered.
 async fn receive(mut member: wire::Reader<TcpStream>, progress: Arc<Progress>, burst: usize) {
     let mut masks = wire::Masks::new(0);
     let mut got = 0;
@@ -277,11 +334,11 @@ async fn receive(mut member: wire::Reader<TcpStream>, progress: Arc<Progress>, b
             continue;
         }
         got += 1;
-        if got == 1 {
-            progress.arrived(&progress.first);
+        if got <= SINGLES {
+            progress.arrived(got - 1);
         }
-        if got == 1 + burst {
-            progress.arrived(&progress.all);
+        if got == SINGLES + burst {
+            progress.arrived(SINGLES);
         }
     }
 }
@@ -293,8 +350,7 @@ pub(crate) async fn run(endpoint: &Endpoint, settings: &Settings) -> io::Result<
     let base = echo_url.strip_suffix("/ws").unwrap_or(echo_url);
     let member_url: Arc<str> = format!("{base}/room").into();
     let progress = Arc::new(Progress {
-        first: AtomicUsize::new(members),
-        all: AtomicUsize::new(members),
+        waiting: std::array::from_fn(|_| AtomicUsize::new(members)),
         changed: Notify::new(),
     });
     let started = Instant::now();
@@ -326,19 +382,27 @@ pub(crate) async fn run(endpoint: &Endpoint, settings: &Settings) -> io::Result<
             _ => f64::NAN,
         };
 
-    let (server_before, client_before) = (server_cpu(), client_cpu());
-    let first_sent = Instant::now();
-    fire(&mut control, 1).await?;
-    progress.wait(&progress.first, "the first message").await?;
-    let first = first_sent.elapsed();
-    let first_server_cpu = per_delivery(server_before, server_cpu(), members);
-    let first_client_cpu = per_delivery(client_before, client_cpu(), members);
-    expect_done(&mut control).await?;
+    // One message at a time, each until every member has it; the CPU of those windows only.
+    let (mut times, mut server_ns, mut client_ns) = (Vec::with_capacity(SINGLES), Some(0), Some(0));
+    for single in 0..SINGLES {
+        let (server_before, client_before) = (server_cpu(), client_cpu());
+        let sent = Instant::now();
+        fire(&mut control, 1).await?;
+        progress.wait(single, "a single message").await?;
+        times.push(sent.elapsed().as_secs_f64() * 1e3);
+        let add = |total: Option<u64>, before: Option<u64>, after: Option<u64>| {
+            Some(total? + after?.checked_sub(before?)?)
+        };
+        server_ns = add(server_ns, server_before, server_cpu());
+        client_ns = add(client_ns, client_before, client_cpu());
+        expect_done(&mut control).await?;
+    }
+    let singles = members * SINGLES;
 
     let server_before = server_cpu();
     let burst_sent = Instant::now();
     fire(&mut control, burst).await?;
-    progress.wait(&progress.all, "the burst").await?;
+    progress.wait(SINGLES, "the burst").await?;
     let elapsed = burst_sent.elapsed();
     let burst_server_cpu = per_delivery(server_before, server_cpu(), members * burst);
     expect_done(&mut control).await?;
@@ -347,9 +411,9 @@ pub(crate) async fn run(endpoint: &Endpoint, settings: &Settings) -> io::Result<
     // Dropping the members closes their connections.
     readers.abort_all();
     let mut values = vec![f64::NAN; 5];
-    values[FIRST_MS] = first.as_secs_f64() * 1e3;
-    values[FIRST_SERVER_CPU] = first_server_cpu;
-    values[FIRST_CLIENT_CPU] = first_client_cpu;
+    values[SINGLE_MS] = report::median(&mut times);
+    values[SINGLE_SERVER_CPU] = per_delivery(Some(0), server_ns, singles);
+    values[SINGLE_CLIENT_CPU] = per_delivery(Some(0), client_ns, singles);
     values[BURST_RATE] = (members * burst) as f64 / elapsed.as_secs_f64();
     values[BURST_SERVER_CPU] = burst_server_cpu;
     Ok(values)

@@ -262,9 +262,9 @@ impl Scenario {
             Self::Fanout => {
                 const {
                     &[
-                        metric("fan-out first", "ms", 1, Goal::None),
-                        metric("fan-out first server cpu", "us/deliv", 2, Goal::None),
-                        metric("fan-out first client cpu", "us/deliv", 2, Goal::None),
+                        metric("fan-out single", "ms", 1, Goal::None),
+                        metric("fan-out single server cpu", "us/deliv", 2, Goal::None),
+                        metric("fan-out single client cpu", "us/deliv", 2, Goal::None),
                         metric("fan-out burst", "deliv/s", 0, Goal::None),
                         metric("fan-out burst server cpu", "us/deliv", 3, Goal::None),
                     ]

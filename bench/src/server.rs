@@ -6,7 +6,8 @@
 //! fan-out scenario both also have a room (`/room` joins it, `/fire` broadcasts to it): the raw
 //! server keeps the seed's connection manager written in Rust (a list of senders, one awaited
 //! send each), the Tachyon server uses `Rooms`; a third server, `serve floor`
-//! ([`crate::floor`]), has the same two routes and nothing else. For the history scenarios the Tachyon server also
+//! ([`crate::floor`]), has the same two routes and nothing else, and a fourth, `serve
+//! tachyon-serve`, is the Tachyon server served by `Tachyon::serve`'s accept loop. For the history scenarios the Tachyon server also
 //! has `/publish` (broadcasts to a named room on request) and `/resume` (joins a named room with
 //! `join_since`), and runs a third way, `serve history`: the same routes on rooms that keep a
 //! history. A server runs in its own process so that its memory and CPU time can be read from
@@ -49,6 +50,10 @@ pub(crate) enum ServerKind {
     /// The fan-out scenario's floor ([`crate::floor`]): `/room` and `/fire` only, with no
     /// WebSocket library.
     Floor,
+    /// The Tachyon server served by Tachyon's own accept loop (`Tachyon::serve_listener`, what
+    /// `Tachyon::serve` runs) instead of `axum::serve`: rooms write broadcasts straight into
+    /// idle members' sockets there (the fan-out scenario's fourth side).
+    TachyonServe,
 }
 
 impl ServerKind {
@@ -58,13 +63,20 @@ impl ServerKind {
             Self::Tachyon => "tachyon",
             Self::History => "history",
             Self::Floor => "floor",
+            Self::TachyonServe => "tachyon-serve",
         }
     }
 
     pub(crate) fn parse(name: &str) -> Option<Self> {
-        [Self::Raw, Self::Tachyon, Self::History, Self::Floor]
-            .into_iter()
-            .find(|kind| kind.name() == name)
+        [
+            Self::Raw,
+            Self::Tachyon,
+            Self::History,
+            Self::Floor,
+            Self::TachyonServe,
+        ]
+        .into_iter()
+        .find(|kind| kind.name() == name)
     }
 }
 
@@ -281,12 +293,33 @@ pub(crate) async fn serve(kind: ServerKind) -> io::Result<()> {
                 .build(),
         ),
         ServerKind::Floor => return crate::floor::serve().await,
+        ServerKind::TachyonServe => return serve_tachyon(tachyon_routes(Rooms::new())).await,
     };
     serve_app(app).await
 }
 
-/// The Tachyon server's routes, on `rooms`.
+/// The Tachyon server's routes, on `rooms`, as a router.
 fn tachyon_app(rooms: Rooms) -> axum::Router {
+    tachyon_routes(rooms).into_router()
+}
+
+/// Serves `app` with Tachyon's own accept loop on 127.0.0.1, until standard input closes.
+async fn serve_tachyon(app: tachyon::Tachyon<Rooms>) -> io::Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let mut stdout = io::stdout().lock();
+    writeln!(stdout, "listening {}", listener.local_addr()?)?;
+    stdout.flush()?;
+    drop(stdout);
+    let (mut stdin, mut sink) = (tokio::io::stdin(), tokio::io::sink());
+    tokio::select! {
+        served = app.serve_listener(listener, std::future::pending()) => served,
+        // Nothing is ever written to it: end of input means the harness is gone.
+        _ = tokio::io::copy(&mut stdin, &mut sink) => Ok(()),
+    }
+}
+
+/// The Tachyon server's routes, on `rooms`.
+fn tachyon_routes(rooms: Rooms) -> tachyon::Tachyon<Rooms> {
     tachyon::Tachyon::with_state(rooms)
         .websocket(echo)
         .websocket(echo_deflate)
@@ -294,7 +327,6 @@ fn tachyon_app(rooms: Rooms) -> axum::Router {
         .websocket(fire)
         .websocket(publish)
         .websocket(resume)
-        .into_router()
 }
 
 /// The Redis prefix of the cluster scenario's nodes with history: a cluster apart from the
