@@ -6,7 +6,15 @@
 //! (already framed) message into the member's socket itself, without blocking (`try_write`),
 //! while it holds the member's lock; the driver claims the same lock before it writes, so bytes
 //! of two frames never interleave. What the socket does not take is queued for the driver, in
-//! order. This needs the TCP socket itself, which hyper hides after an upgrade: connections
+//! order.
+//!
+//! Only the first broadcast a handler makes to a member in one poll goes straight in: the next
+//! ones in the same poll (a burst: `for _ in 0..100 { rooms.to(room).send(..) }`) are queued, so
+//! that the driver writes them together, in one write, instead of one write each. Measured on
+//! the fan-out benchmark (a room of 10,000): one write per message made a burst of 100 cost
+//! 13 µs of server CPU per delivery, against 1.5 µs queued.
+//!
+//! This needs the TCP socket itself, which hyper hides after an upgrade: connections
 //! served by [`Tachyon::serve`](crate::Tachyon::serve) over HTTP/1.1 share theirs ([`SharedTcp`]
 //! under hyper, [`DirectSocket`] in the request); other connections (HTTP/2, TLS, plain
 //! `axum::serve`) always go through the queue.

@@ -226,6 +226,9 @@ struct State {
     /// The driver claimed the socket for writing: it has (or is about to have) bytes on their
     /// way, so nobody else writes into it.
     writing: bool,
+    /// The handler poll (`GENERATION`) in which a broadcast last wrote straight into the
+    /// socket: a second one in the same poll (a burst) is queued instead, to leave in one write.
+    direct_generation: u64,
     /// The message read ahead of the handler.
     inbox: Option<Message>,
     reader: Option<Waker>,
@@ -258,6 +261,9 @@ thread_local! {
     static POLLING: Cell<usize> = const { Cell::new(0) };
     /// Whether that handler queued something for its driver while being polled.
     static KICKED: Cell<bool> = const { Cell::new(false) };
+    /// The handler poll this thread is in (see `direct.rs`): broadcasts made in one poll share
+    /// it. Unique across threads: each thread counts from a base of its own.
+    static GENERATION: Cell<u64> = const { Cell::new(0) };
 }
 
 impl Shared {
@@ -283,6 +289,7 @@ impl Shared {
                 blocked: false,
                 direct: direct.filter(|_| !deflate.is_some_and(|agreed| agreed.server_takeover)),
                 writing: false,
+                direct_generation: 0,
                 inbox: None,
                 reader: None,
                 ending: None,
@@ -344,11 +351,15 @@ impl Shared {
             Ok(state) => state,
             Err(refused) => return Err(refused.into_error(prepared.message().clone())),
         };
+        let generation = generation();
         if let Some(socket) = state.direct.as_deref().filter(|_| state.queue.is_empty()) {
-            if !state.writing {
+            if !state.writing && state.direct_generation != generation {
                 let frame = prepared.frame_for(self.deflate);
                 match socket.try_write(&frame) {
-                    Ok(written) if written == frame.len() => return Ok(()),
+                    Ok(written) if written == frame.len() => {
+                        state.direct_generation = generation;
+                        return Ok(());
+                    }
                     Ok(written) => {
                         // The driver writes the rest, before anything else.
                         state
@@ -720,9 +731,22 @@ struct Polling {
     previous: usize,
 }
 
+/// The handler poll this thread is in, for `direct.rs`.
+fn generation() -> u64 {
+    GENERATION.with(|generation| {
+        if generation.get() == 0 {
+            // This thread's first: a base of its own, so that no two threads share a value.
+            static BASES: AtomicU64 = AtomicU64::new(1);
+            generation.set(BASES.fetch_add(1, Ordering::Relaxed) << 32);
+        }
+        generation.get()
+    })
+}
+
 impl Polling {
     fn enter(shared: &Shared) -> Self {
         KICKED.set(false);
+        GENERATION.set(generation() + 1);
         Self {
             previous: POLLING.replace(shared.address()),
         }
