@@ -105,8 +105,8 @@ impl Drop for Served {
     }
 }
 
-/// Serves `app` on 127.0.0.1 with an OS-chosen port.
-pub async fn serve(app: impl Into<axum::Router>) -> Served {
+/// A listener on 127.0.0.1 with an OS-chosen port, and its address.
+async fn bind_loopback() -> (tokio::net::TcpListener, SocketAddr) {
     let listener = within(
         "binding 127.0.0.1:0",
         tokio::net::TcpListener::bind("127.0.0.1:0"),
@@ -114,6 +114,12 @@ pub async fn serve(app: impl Into<axum::Router>) -> Served {
     .await
     .expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("local address");
+    (listener, addr)
+}
+
+/// Serves `app` on 127.0.0.1 with an OS-chosen port.
+pub async fn serve(app: impl Into<axum::Router>) -> Served {
+    let (listener, addr) = bind_loopback().await;
     let app: axum::Router = app.into();
     let task = tokio::spawn(async move {
         axum::serve(listener, app).await.expect("server");
@@ -324,13 +330,7 @@ pub async fn http2_handshake(
 /// Serves `app` with Tachyon's own server (`Tachyon::serve_listener`) on 127.0.0.1 with an
 /// OS-chosen port; stopped when dropped.
 pub async fn serve_tachyon<S: Clone + Send + Sync + 'static>(app: tachyon::Tachyon<S>) -> Served {
-    let listener = within(
-        "binding 127.0.0.1:0",
-        tokio::net::TcpListener::bind("127.0.0.1:0"),
-    )
-    .await
-    .expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().expect("local address");
+    let (listener, addr) = bind_loopback().await;
     let task = tokio::spawn(async move {
         app.serve_listener(listener, std::future::pending())
             .await
