@@ -15,8 +15,9 @@
 //! asks for `client_max_window_bits`.
 //!
 //! Every message at or above the threshold is sent compressed, even one that does not shrink
-//! (random bytes grow by a few bytes): some clients mishandle uncompressed messages on a
-//! connection that agreed to compression, and the threshold already keeps small messages out.
+//! (incompressible bytes grow by a few bytes per 64 KiB, in stored blocks): one rule, the
+//! threshold, decides what is compressed, and a client never has to tell compressed messages
+//! from plain ones by their content.
 
 use std::cell::RefCell;
 
