@@ -656,20 +656,17 @@ async fn cancel(mut ws: WebSocket) -> tachyon::Result<()> {
     assert!(dropped.is_none(), "the upgrade cannot complete in one poll");
     ws.accept().await?;
     ws.send_text("ready").await?;
-    // Receives dropped by `select!` lose nothing. The client sends only once told that many
-    // were dropped.
-    let mut dropped = 0;
-    let text = loop {
+    // Receives dropped by `select!` lose nothing: each is polled (and finds nothing, since the
+    // client sends only once told), then dropped when `yield_now` wins on its second poll.
+    for _ in 0..20 {
         tokio::select! {
-            text = ws.receive_text() => break text?,
-            () = tokio::time::sleep(Duration::from_millis(1)) => {
-                dropped += 1;
-                if dropped == 20 {
-                    ws.send_text("20 receives dropped").await?;
-                }
-            }
+            biased;
+            text = ws.receive_text() => panic!("a message before the client was told: {text:?}"),
+            () = tokio::task::yield_now() => {}
         }
-    };
+    }
+    ws.send_text("20 receives dropped").await?;
+    let text = ws.receive_text().await?;
     ws.send_text(format!("got {text}")).await?;
     // A close future dropped before it ran closes nothing.
     drop(ws.close(4001, ""));

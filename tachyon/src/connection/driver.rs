@@ -195,7 +195,7 @@ impl Driver {
                         self.output.push_message(&message);
                     }
                     Some(Outbound::Prepared(prepared)) => self.output.push_prepared(&prepared),
-                    Some(Outbound::Rest(rest)) => self.output.push_rest(rest),
+                    Some(Outbound::Rest(rest)) => self.output.push_bytes(rest),
                     Some(Outbound::Close(code, reason)) => {
                         let payload = frame::close_payload(code.as_u16(), &reason);
                         self.output.push_control(frame::CLOSE, &payload);

@@ -185,11 +185,6 @@ impl Output {
         self.push_bytes(prepared.plain().clone());
     }
 
-    /// Bytes of a frame another writer started.
-    pub(crate) fn push_rest(&mut self, rest: Bytes) {
-        self.push_bytes(rest);
-    }
-
     fn push_frame(&mut self, opcode: u8, compressed: bool, payload: Bytes) {
         let (header, used) = frame::server_header(opcode, compressed, payload.len());
         self.buf.extend_from_slice(&header[..used]);
@@ -200,7 +195,8 @@ impl Output {
         }
     }
 
-    fn push_bytes(&mut self, frame: Bytes) {
+    /// Bytes of whole frames, or the end of one another writer started.
+    pub(crate) fn push_bytes(&mut self, frame: Bytes) {
         if frame.len() >= self.gather {
             self.tail = Some((frame, 0));
         } else {
