@@ -1,6 +1,7 @@
 //! RFC 6455 frames: reading a client frame's header, unmasking its payload, and writing the
 //! server's headers (servers never mask, so a server frame is the same bytes for every client).
 
+use super::copy;
 use crate::close::CloseCode;
 use crate::error::DisconnectKind;
 
@@ -186,7 +187,7 @@ pub(crate) fn put_frame(out: &mut Vec<u8>, opcode: u8, compressed: bool, payload
     let (header, used) = server_header(opcode, compressed, payload.len());
     out.reserve(used + payload.len());
     out.extend_from_slice(&header[..used]);
-    out.extend_from_slice(payload);
+    copy::extend(out, payload);
 }
 
 /// A close frame's payload: the code, then the reason (already cut to fit).

@@ -39,6 +39,7 @@
 //! and returns `Pending`; `run` returns `Pending` too (nothing was kicked), and the scheduler
 //! polls the task again later, driver first, as after any other wake-up.
 
+mod copy;
 pub(crate) mod deflate;
 pub(crate) mod direct;
 pub(crate) mod driver;

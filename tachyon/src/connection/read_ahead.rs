@@ -12,6 +12,8 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::copy;
+
 /// How much one read from the socket may bring: a few large messages, or many small ones.
 const SCRATCH_SIZE: usize = 64 * 1024;
 
@@ -100,7 +102,8 @@ impl<S: AsyncRead + Unpin> ReadAhead<S> {
         }
         let used = take.take().map_or(0, |take| take(&mut buffer[..read]));
         if used < read {
-            self.leftover = buffer[used..read].to_vec();
+            self.leftover.clear();
+            copy::extend(&mut self.leftover, &buffer[used..read]);
             self.taken = 0;
         }
         Poll::Ready(Ok(Filled::Bytes))

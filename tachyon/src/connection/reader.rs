@@ -7,6 +7,7 @@
 use axum::body::Bytes;
 use axum::extract::ws::Utf8Bytes;
 
+use super::copy;
 use super::deflate::Inflater;
 use super::frame::{self, Header, MAX_CLIENT_HEADER, MAX_CONTROL_PAYLOAD, Violation};
 use super::utf8::Utf8Text;
@@ -86,7 +87,7 @@ impl Body {
                 .push(bytes)
                 .map_err(|_| Violation::invalid_payload("text that is not UTF-8")),
             Self::Binary(binary) => {
-                binary.extend_from_slice(bytes);
+                copy::extend(binary, bytes);
                 Ok(())
             }
         }

@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use super::copy;
+
 /// The piece made the text invalid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct InvalidUtf8;
@@ -62,7 +64,7 @@ impl Utf8Text {
         let split = incomplete_end(bytes);
         let (whole, rest) = bytes.split_at(split);
         let whole = simdutf8::basic::from_utf8(whole).map_err(|_| InvalidUtf8)?;
-        self.text.push_str(whole);
+        copy::push_str(&mut self.text, whole);
         if !rest.is_empty() {
             if !could_start_a_character(rest) {
                 return Err(InvalidUtf8);

@@ -14,6 +14,7 @@ use axum::body::Bytes;
 use flate2::Compress;
 use tokio::io::AsyncWrite;
 
+use super::copy;
 use super::deflate::{self, Agreed};
 use super::frame;
 use crate::message::Message;
@@ -191,7 +192,7 @@ impl Output {
         if payload.len() >= self.gather {
             self.tail = Some((payload, 0));
         } else {
-            self.buf.extend_from_slice(&payload);
+            copy::extend(&mut self.buf, &payload);
         }
     }
 
@@ -200,7 +201,7 @@ impl Output {
         if frame.len() >= self.gather {
             self.tail = Some((frame, 0));
         } else {
-            self.buf.extend_from_slice(&frame);
+            copy::extend(&mut self.buf, &frame);
         }
     }
 
