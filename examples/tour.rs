@@ -25,12 +25,15 @@
 //! | `/ws/close/{code}` | accepts, then closes with `code` |
 //! | `/chat/{room}` | broadcasts `[{room}] {text}` to everyone in the room |
 //! | `/api/v1/notifications` | a router with a prefix: sends `{"type": "connected"}`, closes |
+//! | `/metrics` | Tachyon's metrics (the `metrics` feature), in Prometheus's text format |
 
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 
 use axum::extract::State;
 use axum::response::Html;
 use axum::routing::get;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::{Value, json};
 use tachyon::rooms::RedisConfig;
 use tachyon::settings::Deflate;
@@ -218,6 +221,8 @@ pub(crate) fn app() -> Tachyon<Tour> {
 
 /// The app with the given state (rooms through Redis, for one).
 pub(crate) fn app_with(tour: Tour) -> Tachyon<Tour> {
+    // Before any connection opens: each looks its metrics up once, from the recorder there is.
+    prometheus();
     let api = WebSocketRouter::with_prefix("/api/v1").websocket(notifications);
     Tachyon::with_state(tour)
         .websocket(echo)
@@ -230,7 +235,33 @@ pub(crate) fn app_with(tour: Tour) -> Tachyon<Tour> {
         .websocket(close_with_code)
         .websocket(chat)
         .include_router(api)
-        .merge(axum::Router::new().route("/", get(index)))
+        .merge(
+            axum::Router::new()
+                .route("/", get(index))
+                .route("/metrics", get(metrics)),
+        )
+}
+
+/// The Prometheus recorder every metric of the process goes to, installed on first use (a
+/// process has one). Tachyon records through the `metrics` facade; this is the exporter.
+fn prometheus() -> &'static PrometheusHandle {
+    static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
+    PROMETHEUS.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("another metrics recorder is installed: /metrics stays empty");
+        }
+        handle
+    })
+}
+
+/// `/metrics`: what Prometheus scrapes.
+async fn metrics() -> String {
+    let prometheus = prometheus();
+    // Histograms are kept in buckets that a scrape drains.
+    prometheus.run_upkeep();
+    prometheus.render()
 }
 
 #[tokio::main]

@@ -67,6 +67,12 @@ pub(crate) fn expand(attribute: &Attribute, function: ItemFn) -> syn::Result<Tok
     };
     let mut inner = sig.clone();
     inner.ident = format_ident!("__tachyon_handler");
+    // The body is a function of another name: `#[tracing::instrument]` would name its span
+    // after that one, so it is told the handler's name (unless it was given one).
+    let attrs: Vec<syn::Attribute> = attrs
+        .iter()
+        .map(|attr| named_instrument(attr, name))
+        .collect();
 
     let types: Vec<_> = handler
         .arguments
@@ -261,20 +267,26 @@ pub(crate) fn expand(attribute: &Attribute, function: ItemFn) -> syn::Result<Tok
                 #axum::routing::any(
                     |#axum::extract::State(__tachyon_state): #axum::extract::State<#state>,
                      __tachyon_request: #axum::extract::Request| async move {
-                        #settings
-                        let #mutability #connection =
-                            match #private::Connection::start(
-                                __tachyon_request,
-                                &__tachyon_state,
-                                &__TACHYON_SETTINGS,
-                            )
-                            .await
-                            {
-                                ::core::result::Result::Ok(connection) => connection,
-                                ::core::result::Result::Err(response) => return response,
-                            };
-                        #(#extractions)*
-                        #run
+                        // Every answer to the handshake, refusals included, goes through it.
+                        let __tachyon_handshake = #private::Handshake::begin(&__tachyon_request);
+                        let __tachyon_response: #axum::response::Response = async move {
+                            #settings
+                            let #mutability #connection =
+                                match #private::Connection::start(
+                                    __tachyon_request,
+                                    &__tachyon_state,
+                                    &__TACHYON_SETTINGS,
+                                )
+                                .await
+                                {
+                                    ::core::result::Result::Ok(connection) => connection,
+                                    ::core::result::Result::Err(response) => return response,
+                                };
+                            #(#extractions)*
+                            #run
+                        }
+                        .await;
+                        __tachyon_handshake.answered(__tachyon_response)
                     },
                 )
             }
@@ -299,6 +311,50 @@ pub(crate) fn expand(attribute: &Attribute, function: ItemFn) -> syn::Result<Tok
             }
         }
     })
+}
+
+/// `#[instrument]` (`#[tracing::instrument]`, any path ending in `instrument`) with
+/// `name = "<the handler's name>"` added, unless it names its span already; any other attribute
+/// as it is.
+fn named_instrument(attr: &syn::Attribute, name: &syn::Ident) -> syn::Attribute {
+    let is_instrument = attr
+        .path()
+        .segments
+        .last()
+        .is_some_and(|segment| segment.ident == "instrument");
+    if !is_instrument {
+        return attr.clone();
+    }
+    let span_name = syn::LitStr::new(&name.to_string(), name.span());
+    let mut attr = attr.clone();
+    match &mut attr.meta {
+        syn::Meta::Path(path) => {
+            let path = path.clone();
+            attr.meta = syn::parse_quote!(#path(name = #span_name));
+        }
+        syn::Meta::List(list) => {
+            // `name = ...` among the arguments (at the top level: not inside `fields(...)`).
+            let tokens: Vec<_> = list.tokens.clone().into_iter().collect();
+            let named = tokens.windows(2).any(|pair| {
+                matches!(
+                    pair,
+                    [proc_macro2::TokenTree::Ident(ident), proc_macro2::TokenTree::Punct(punct)]
+                        if ident == "name" && punct.as_char() == '='
+                )
+            });
+            if !named {
+                let tokens = &list.tokens;
+                list.tokens = if tokens.is_empty() {
+                    quote!(name = #span_name)
+                } else {
+                    quote!(name = #span_name, #tokens)
+                };
+            }
+        }
+        // `#[instrument = ...]` is not tracing's: left to fail as it would.
+        syn::Meta::NameValue(_) => {}
+    }
+    attr
 }
 
 /// What an attribute with a mistake expands to, beside its error: the function with the user's

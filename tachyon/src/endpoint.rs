@@ -5,6 +5,7 @@
 
 use std::fmt::Display;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
@@ -12,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 use axum::body::Body;
 use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{FromRequestParts, RawPathParams, Request};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, RawPathParams, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, Uri, Version, header};
 use axum::response::{IntoResponse, Response};
@@ -21,6 +22,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
+use tracing::{Instrument, Span};
 use tungstenite::handshake::derive_accept_key;
 
 use crate::connection::deflate::{Agreed, Offer};
@@ -31,12 +33,53 @@ use crate::connection::read_ahead::ReadAhead;
 use crate::connection::{self, ConnectionId, Shared};
 use crate::handler::Failure;
 use crate::handshake::{Accept, Decision, RequestHead, original_uri, upgrade_required};
+use crate::metrics::{self, ConnectionMetrics};
 use crate::origin;
 use crate::params::Params;
 use crate::sender::Sender;
 use crate::settings::{Admission, Config, Settings};
 use crate::shutdown::{Registration, Shutdown};
 use crate::socket::WebSocket;
+
+/// The answer to one handshake, watched from the request reaching the route to its response:
+/// a refusal is logged at debug level, and with the `metrics` feature the handshake is counted
+/// and timed. The code `#[websocket]` generates wraps the whole route in it.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Handshake {
+    route: Option<MatchedPath>,
+    metrics: metrics::Handshake,
+}
+
+impl Handshake {
+    /// The request reached the route.
+    pub fn begin(request: &Request) -> Self {
+        Self {
+            route: request.extensions().get::<MatchedPath>().cloned(),
+            metrics: metrics::Handshake::start(),
+        }
+    }
+
+    /// The route answers with `response`, which is handed back.
+    pub fn answered(self, response: Response) -> Response {
+        let route = route_label(self.route.as_ref());
+        let status = response.status();
+        if status != StatusCode::SWITCHING_PROTOCOLS && !status.is_success() {
+            tracing::debug!(
+                route,
+                status = status.as_u16(),
+                "WebSocket handshake refused"
+            );
+        }
+        self.metrics.answered(route, status);
+        response
+    }
+}
+
+/// The `route` of logs and metrics: the pattern axum matched (`/chat/{room}`), never the path.
+fn route_label(route: Option<&MatchedPath>) -> &str {
+    route.map_or("(unmatched)", MatchedPath::as_str)
+}
 
 /// A handshake request on its way to a handler. The code `#[websocket]` generates drives it:
 /// `start`, then `path_param` and `extract` for each argument, then `run`.
@@ -52,6 +95,8 @@ pub struct Connection {
     shutdown: Option<Shutdown>,
     /// Its places under the connection limits, held for the connection's life.
     admission: Admission,
+    /// The route's pattern, for logs and metrics.
+    route: Option<MatchedPath>,
 }
 
 #[allow(
@@ -155,6 +200,7 @@ impl Connection {
             .remove::<DirectSocket>()
             .filter(|_| parts.version <= Version::HTTP_11)
             .map(|DirectSocket(socket)| socket);
+        let route = parts.extensions.get::<MatchedPath>().cloned();
         Ok(Self {
             parts,
             upgrade: Upgrade {
@@ -168,6 +214,7 @@ impl Connection {
             settings,
             shutdown,
             admission,
+            route,
         })
     }
 
@@ -277,21 +324,42 @@ impl Connection {
             settings,
             shutdown,
             admission,
+            route,
             ..
         } = self;
         let mut parts = parts;
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| *peer);
         let mut request = RequestHead::new(&mut parts, path_params);
         drop(parts);
         let uri = request.uri.clone();
         let id = request.id;
+        let route = route_label(route.as_ref()).to_owned();
+        // The connection's span, from the handshake to the close: the handler's own events (and
+        // a `#[tracing::instrument]` handler's span) fall inside it.
+        let span = tracing::info_span!(
+            "websocket",
+            route = %route,
+            id = %id,
+            peer = tracing::field::Empty,
+        );
+        if let Some(peer) = peer {
+            span.record("peer", tracing::field::display(peer));
+        }
         let config = settings.resolve();
         let explain = config.explain_failures;
         request.readable_rejections = config.readable_rejections;
         let (decision_tx, mut decision_rx) = oneshot::channel();
         let (socket_tx, socket_rx) = oneshot::channel();
         let socket = WebSocket::new(request, decision_tx, socket_rx);
-        let mut handler =
-            Box::pin(AssertUnwindSafe(handler(socket).map(into_result)).catch_unwind());
+        let handler = span.in_scope(|| handler(socket));
+        let mut handler = Box::pin(
+            AssertUnwindSafe(handler.map(into_result))
+                .catch_unwind()
+                .instrument(span.clone()),
+        );
 
         let decision = tokio::select! {
             biased;
@@ -301,7 +369,7 @@ impl Connection {
                 let outcome = Outcome::new(outcome);
                 return match decision_rx.try_recv() {
                     Ok(Decision::Reject(response)) => {
-                        outcome.log(&uri, None);
+                        span.in_scope(|| outcome.log(&uri, None));
                         response
                     }
                     // It asked to accept, then gave up waiting: upgrade and close at once.
@@ -311,9 +379,11 @@ impl Connection {
                         shutdown,
                         uri,
                         admission,
+                        route,
+                        span,
                     }
                     .respond(upgrade, accept, None, std::future::ready(outcome)),
-                    Err(_) => outcome.before_accept(&uri, explain),
+                    Err(_) => span.in_scope(|| outcome.before_accept(&uri, explain)),
                 };
             }
         };
@@ -325,14 +395,21 @@ impl Connection {
                 shutdown,
                 uri,
                 admission,
+                route,
+                span,
             }
             .respond(upgrade, accept, Some(socket_tx), handler.map(Outcome::new)),
             Some(Decision::Reject(response)) => {
                 // The client gets its answer now; the handler may still run (to log, say).
-                tokio::spawn(async move { Outcome::new(handler.await).log(&uri, None) });
+                tokio::spawn(
+                    async move { Outcome::new(handler.await).log(&uri, None) }.instrument(span),
+                );
                 response
             }
-            None => Outcome::new(handler.await).before_accept(&uri, explain),
+            None => {
+                let outcome = Outcome::new(handler.await);
+                span.in_scope(|| outcome.before_accept(&uri, explain))
+            }
         }
     }
 }
@@ -344,6 +421,10 @@ struct Upgraded {
     shutdown: Option<Shutdown>,
     uri: Uri,
     admission: Admission,
+    /// The route's pattern (the label of its metrics).
+    route: String,
+    /// The connection's span: the upgrade task runs in it.
+    span: Span,
 }
 
 impl Upgraded {
@@ -360,9 +441,10 @@ impl Upgraded {
         H: Future<Output = Outcome> + Send + 'static,
     {
         let config = self.config;
+        let span = self.span.clone();
         // Boxed: what the upgrade task captures stays allocated as long as it runs.
         let connection = Box::new(self);
-        upgrade.respond(accept, &config, move |socket, deflate, direct| {
+        upgrade.respond(accept, &config, span, move |socket, deflate, direct| {
             connection.start(socket, deflate, direct, handler_socket, handler)
         })
     }
@@ -378,7 +460,7 @@ impl Upgraded {
         direct: Option<Arc<TcpStream>>,
         handler_socket: Option<oneshot::Sender<Sender>>,
         handler: H,
-    ) -> Run<H, (Option<Registration>, Admission)>
+    ) -> Run<H, (Option<Registration>, Admission, connection::Live)>
     where
         H: Future<Output = Outcome>,
     {
@@ -388,8 +470,12 @@ impl Upgraded {
             shutdown,
             uri,
             admission,
+            route,
+            span: _,
         } = *self;
-        let shared = Shared::new(&config, id, direct, deflate);
+        let metrics = ConnectionMetrics::new(&route);
+        let shared = Shared::new(&config, id, direct, deflate, metrics);
+        let live = connection::Live::new(&shared);
         let registration = shutdown.map(|shutdown| shutdown.register(&shared));
         let driver = Driver::new(socket, Arc::clone(&shared), &config, deflate);
         let delivered = handler_socket.is_some_and(|handler_socket| {
@@ -401,7 +487,7 @@ impl Upgraded {
             // The handler ended, or dropped its socket while accepting: nobody holds it.
             shared.release_socket();
         }
-        connection::run(handler, driver, uri, (registration, admission))
+        connection::run(handler, driver, uri, (registration, admission, live))
     }
 }
 
@@ -422,7 +508,7 @@ struct Upgrade {
 impl Upgrade {
     /// The response that accepts the handshake, built as axum's `WebSocketUpgrade::on_upgrade`
     /// builds it; `callback` runs with the socket in a task of its own once the upgrade is done.
-    fn respond<C, Fut>(self, accept: Accept, config: &Config, callback: C) -> Response
+    fn respond<C, Fut>(self, accept: Accept, config: &Config, span: Span, callback: C) -> Response
     where
         C: FnOnce(Socket, Option<Agreed>, Option<Arc<TcpStream>>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -437,19 +523,22 @@ impl Upgrade {
             .zip(config.deflate.as_ref())
             .map(|(offer, settings)| offer.accept(settings));
         let agreed = deflate.as_ref().map(|(agreed, _)| *agreed);
-        tokio::spawn(async move {
-            let upgraded = match on_upgrade.await {
-                Ok(upgraded) => upgraded,
-                Err(error) => {
-                    tracing::debug!(
-                        %error,
-                        "WebSocket upgrade failed after the handshake was accepted"
-                    );
-                    return;
-                }
-            };
-            callback(ReadAhead::new(TokioIo::new(upgraded)), agreed, direct).await;
-        });
+        tokio::spawn(
+            async move {
+                let upgraded = match on_upgrade.await {
+                    Ok(upgraded) => upgraded,
+                    Err(error) => {
+                        tracing::debug!(
+                            %error,
+                            "WebSocket upgrade failed after the handshake was accepted"
+                        );
+                        return;
+                    }
+                };
+                callback(ReadAhead::new(TokioIo::new(upgraded)), agreed, direct).await;
+            }
+            .instrument(span),
+        );
 
         let mut response = match accept_key {
             Some(accept_key) => {

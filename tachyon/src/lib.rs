@@ -15,6 +15,7 @@ pub mod guide;
 pub mod handler;
 pub mod handshake;
 mod message;
+pub mod metrics;
 mod origin;
 mod params;
 pub mod rooms;
@@ -50,7 +51,7 @@ pub use tachyon_ws_macros::websocket;
 pub mod __private {
     pub use axum;
 
-    pub use crate::endpoint::Connection;
+    pub use crate::endpoint::{Connection, Handshake};
     pub use crate::handler::Extractor;
     pub use std::sync::LazyLock;
 

@@ -88,14 +88,13 @@ impl Driver {
     ) -> Self {
         Self {
             socket: Some(socket),
-            shared,
             keepalive: Keepalive::new(config),
             reader: Reader::new(
                 config.max_message_size,
                 config.max_frame_size,
                 deflate.map(|agreed| agreed.client_takeover),
             ),
-            output: Output::new(config.write_buffer_size, deflate),
+            output: Output::new(config.write_buffer_size, deflate, shared.metrics().clone()),
             pong: None,
             urgent: None,
             unflushed: false,
@@ -104,6 +103,7 @@ impl Driver {
             phase: Phase::Open,
             finish: None,
             expose_errors: config.expose_errors,
+            shared,
         }
     }
 
@@ -253,12 +253,15 @@ impl Driver {
             let failing = self.phase == Phase::Failing;
             let reader = &mut self.reader;
             let mut incoming = None;
+            let metrics = self.shared.metrics();
             let filled = socket.poll_fill(cx, |bytes| {
                 if failing {
                     // The reader gave up at the violation: nothing more is read.
+                    metrics.bytes_received(bytes.len());
                     return bytes.len();
                 }
                 let (used, got) = reader.read(bytes);
+                metrics.bytes_received(used);
                 incoming = got;
                 used
             });
@@ -290,6 +293,7 @@ impl Driver {
             .saw_frame(matches!(incoming, Incoming::Message(_)));
         match incoming {
             Incoming::Message(message) if self.phase == Phase::Open => {
+                self.shared.metrics().message_received();
                 self.shared.deliver(message, cx);
             }
             // A server closing ignores what still arrives before the client's reply.
@@ -353,6 +357,7 @@ impl Driver {
             }
             Some(Due::Ping) => {}
             Some(Due::KeepaliveTimeout) => {
+                self.shared.metrics().keepalive_timeout();
                 let reason = "keepalive timeout: the client answered no ping";
                 let code = CloseCode::INTERNAL_ERROR;
                 let disconnect = WebSocketDisconnect::new(

@@ -68,6 +68,7 @@ use tokio::sync::futures::Notified;
 use crate::close::{CloseCode, truncate_reason};
 use crate::error::{Error, TrySendError, WebSocketDisconnect};
 use crate::message::Message;
+use crate::metrics::{self, ConnectionMetrics};
 use crate::settings::Config;
 
 use deflate::Agreed;
@@ -212,6 +213,8 @@ pub(crate) struct Shared {
     /// Wakes senders waiting for room in the queue, and `closed()` waiters.
     changed: Notify,
     driver: AtomicWaker,
+    /// Its messages and bytes, counted (nothing without the `metrics` feature).
+    metrics: ConnectionMetrics,
 }
 
 struct State {
@@ -275,6 +278,7 @@ impl Shared {
         id: ConnectionId,
         direct: Option<Arc<TcpStream>>,
         deflate: Option<Agreed>,
+        metrics: ConnectionMetrics,
     ) -> Arc<Self> {
         Arc::new(Self {
             id,
@@ -301,11 +305,16 @@ impl Shared {
             }),
             changed: Notify::new(),
             driver: AtomicWaker::new(),
+            metrics,
         })
     }
 
     pub(crate) fn id(&self) -> ConnectionId {
         self.id
+    }
+
+    pub(crate) fn metrics(&self) -> &ConnectionMetrics {
+        &self.metrics
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -359,9 +368,14 @@ impl Shared {
                 match socket.try_write(&frame) {
                     Ok(written) if written == frame.len() => {
                         state.direct_generation = generation;
+                        drop(state);
+                        self.metrics.message_sent();
+                        self.metrics.bytes_sent(written);
                         return Ok(());
                     }
                     Ok(written) => {
+                        self.metrics.message_sent();
+                        self.metrics.bytes_sent(written);
                         // The driver writes the rest, before anything else.
                         state
                             .queue
@@ -633,6 +647,39 @@ impl Shared {
     }
 }
 
+/// An accepted connection, open until this is dropped (with the task that runs it): then it
+/// leaves `tachyon_connections`, and how it ended is logged (debug) and counted.
+#[derive(Debug)]
+pub(crate) struct Live {
+    shared: Arc<Shared>,
+    open: metrics::Open,
+}
+
+impl Live {
+    pub(crate) fn new(shared: &Arc<Shared>) -> Self {
+        Self {
+            shared: Arc::clone(shared),
+            open: shared.metrics.open(),
+        }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let ending = self.shared.ending();
+        match &ending {
+            Some(ending) => tracing::debug!(
+                code = ending.code,
+                closed_by = metrics::closed_by(ending.kind),
+                reason = %ending.reason,
+                "WebSocket connection closed"
+            ),
+            None => tracing::debug!("WebSocket connection dropped"),
+        }
+        self.open.close(ending.as_ref());
+    }
+}
+
 /// Why a message was not queued.
 enum Refused {
     Full,
@@ -772,6 +819,7 @@ mod tests {
 
     use super::{ConnectionId, Outbound, Prepared, Shared};
     use crate::message::Message;
+    use crate::metrics::ConnectionMetrics;
     use crate::settings::Settings;
 
     /// A connected pair of loopback sockets: the server's side, shared, and the client's.
@@ -813,6 +861,7 @@ mod tests {
             ConnectionId::next(),
             Some(server),
             None,
+            ConnectionMetrics::new("/test"),
         );
         let prepared = Arc::new(Prepared::new(Message::Text("hello".into())));
 

@@ -1,0 +1,214 @@
+//! The `metrics` feature on: every metric of the table is recorded through the facade. A
+//! connection looks its handles up once (per route label set) and then only increments them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ::metrics::{Counter, Gauge, counter, gauge, histogram};
+use axum::http::StatusCode;
+
+use super::{
+    BROADCAST_DURATION, BROADCASTS, BYTES_RECEIVED, BYTES_SENT, CLOSES, CONNECTION_DURATION,
+    CONNECTIONS, DELIVERIES, HANDSHAKE_DURATION, HANDSHAKES, KEEPALIVE_TIMEOUTS, MESSAGES_RECEIVED,
+    MESSAGES_SENT, REDIS_PUBLISHES_FAILED, REDIS_RECONNECTS, RESUMES, ROOM_MEMBERS, ROOMS,
+    SLOW_MEMBERS, closed_by,
+};
+use crate::error::WebSocketDisconnect;
+
+/// A handshake being answered: started when the request reaches the route.
+#[derive(Debug)]
+pub(crate) struct Handshake {
+    started: Instant,
+}
+
+impl Handshake {
+    pub(crate) fn start() -> Self {
+        Self {
+            started: Instant::now(),
+        }
+    }
+
+    /// The handshake was answered with `status`.
+    pub(crate) fn answered(self, route: &str, status: StatusCode) {
+        let outcome = if status == StatusCode::SWITCHING_PROTOCOLS || status.is_success() {
+            "accepted"
+        } else {
+            "refused"
+        };
+        let route = route.to_owned();
+        counter!(
+            HANDSHAKES,
+            "route" => route.clone(),
+            "outcome" => outcome,
+            "status" => status.as_str().to_owned()
+        )
+        .increment(1);
+        histogram!(HANDSHAKE_DURATION, "route" => route).record(self.started.elapsed());
+    }
+}
+
+/// The counters of one open connection, shared by its driver and its broadcasters.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionMetrics(Arc<Handles>);
+
+#[derive(Debug)]
+struct Handles {
+    route: String,
+    received: Counter,
+    sent: Counter,
+    bytes_received: Counter,
+    bytes_sent: Counter,
+}
+
+impl ConnectionMetrics {
+    pub(crate) fn new(route: &str) -> Self {
+        Self(Arc::new(Handles {
+            route: route.to_owned(),
+            received: counter!(MESSAGES_RECEIVED, "route" => route.to_owned()),
+            sent: counter!(MESSAGES_SENT, "route" => route.to_owned()),
+            bytes_received: counter!(BYTES_RECEIVED, "route" => route.to_owned()),
+            bytes_sent: counter!(BYTES_SENT, "route" => route.to_owned()),
+        }))
+    }
+
+    /// A text or binary message arrived whole.
+    #[inline]
+    pub(crate) fn message_received(&self) {
+        self.0.received.increment(1);
+    }
+
+    /// A text or binary message was handed to the socket.
+    #[inline]
+    pub(crate) fn message_sent(&self) {
+        self.0.sent.increment(1);
+    }
+
+    /// `bytes` were read from the socket.
+    #[inline]
+    pub(crate) fn bytes_received(&self, bytes: usize) {
+        self.0.bytes_received.increment(bytes as u64);
+    }
+
+    /// `bytes` were written to the socket.
+    #[inline]
+    pub(crate) fn bytes_sent(&self, bytes: usize) {
+        self.0.bytes_sent.increment(bytes as u64);
+    }
+
+    /// The client answered no ping in time.
+    pub(crate) fn keepalive_timeout(&self) {
+        counter!(KEEPALIVE_TIMEOUTS, "route" => self.0.route.clone()).increment(1);
+    }
+
+    /// The connection is open (accepted): counted in `tachyon_connections` until
+    /// [`Open::close`].
+    pub(crate) fn open(&self) -> Open {
+        let gauge = gauge!(CONNECTIONS, "route" => self.0.route.clone());
+        gauge.increment(1.0);
+        Open {
+            route: Some(self.0.route.clone()),
+            gauge,
+            opened: Instant::now(),
+        }
+    }
+}
+
+/// An open connection, in `tachyon_connections` until closed.
+#[derive(Debug)]
+pub(crate) struct Open {
+    /// `None` once closed.
+    route: Option<String>,
+    gauge: Gauge,
+    opened: Instant,
+}
+
+impl Open {
+    /// The connection ended, as `ending` says (`None`: it was dropped with no close at all).
+    /// Only the first call counts.
+    pub(crate) fn close(&mut self, ending: Option<&WebSocketDisconnect>) {
+        let Some(route) = self.route.take() else {
+            return;
+        };
+        self.gauge.decrement(1.0);
+        let (code, by) = match ending {
+            Some(ending) => (ending.code, closed_by(ending.kind)),
+            None => (WebSocketDisconnect::ABNORMAL_CLOSURE, "network"),
+        };
+        counter!(
+            CLOSES,
+            "route" => route.clone(),
+            "code" => code.to_string(),
+            "closed_by" => by
+        )
+        .increment(1);
+        histogram!(CONNECTION_DURATION, "route" => route).record(self.opened.elapsed());
+    }
+}
+
+/// A broadcast on its way to this server's members.
+#[derive(Debug)]
+pub(crate) struct Broadcast {
+    started: Instant,
+}
+
+impl Broadcast {
+    pub(crate) fn start() -> Self {
+        Self {
+            started: Instant::now(),
+        }
+    }
+
+    /// It reached `reached` members; `dropped` and `closed` met the slow-member policy.
+    pub(crate) fn done(self, reached: usize, dropped: usize, closed: usize) {
+        let elapsed: Duration = self.started.elapsed();
+        counter!(BROADCASTS).increment(1);
+        counter!(DELIVERIES).increment(reached as u64);
+        if dropped > 0 {
+            counter!(SLOW_MEMBERS, "action" => "dropped").increment(dropped as u64);
+        }
+        if closed > 0 {
+            counter!(SLOW_MEMBERS, "action" => "closed").increment(closed as u64);
+        }
+        histogram!(BROADCAST_DURATION).record(elapsed);
+    }
+}
+
+/// A room got its first member on this server.
+pub(crate) fn room_opened() {
+    gauge!(ROOMS).increment(1.0);
+}
+
+/// A room lost its last member on this server.
+pub(crate) fn room_closed() {
+    gauge!(ROOMS).decrement(1.0);
+}
+
+/// `count` memberships began.
+pub(crate) fn member_joined(count: usize) {
+    gauge!(ROOM_MEMBERS).increment(count as f64);
+}
+
+/// `count` memberships ended.
+pub(crate) fn member_left(count: usize) {
+    gauge!(ROOM_MEMBERS).decrement(count as f64);
+}
+
+/// A broadcast did not reach the other servers: Redis refused or could not take the publish.
+pub(crate) fn redis_publish_failed() {
+    counter!(REDIS_PUBLISHES_FAILED).increment(1);
+}
+
+/// The link to Redis is back after being lost.
+pub(crate) fn redis_reconnected() {
+    counter!(REDIS_RECONNECTS).increment(1);
+}
+
+/// A member joined with a position: everything it missed was replayed, or not.
+pub(crate) fn resumed(recovered: bool) {
+    let outcome = if recovered {
+        "recovered"
+    } else {
+        "not_recovered"
+    };
+    counter!(RESUMES, "outcome" => outcome).increment(1);
+}
