@@ -66,7 +66,7 @@ impl Handshake {
         let status = response.status();
         if status != StatusCode::SWITCHING_PROTOCOLS && !status.is_success() {
             tracing::debug!(
-                route,
+                route = %route,
                 status = status.as_u16(),
                 "WebSocket handshake refused"
             );
@@ -460,7 +460,7 @@ impl Upgraded {
         direct: Option<Arc<TcpStream>>,
         handler_socket: Option<oneshot::Sender<Sender>>,
         handler: H,
-    ) -> Run<H, (Option<Registration>, Admission, connection::Live)>
+    ) -> Run<H, (connection::Live, Option<Registration>, Admission)>
     where
         H: Future<Output = Outcome>,
     {
@@ -487,7 +487,9 @@ impl Upgraded {
             // The handler ended, or dropped its socket while accepting: nobody holds it.
             shared.release_socket();
         }
-        connection::run(handler, driver, uri, (registration, admission, live))
+        // Dropped in this order: the connection is counted closed (and logged) before it gives
+        // its shutdown registration back, so a shutdown that waited for it sees it all.
+        connection::run(handler, driver, uri, (live, registration, admission))
     }
 }
 
