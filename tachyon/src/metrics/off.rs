@@ -81,9 +81,11 @@ pub(crate) fn member_joined(_count: usize) {}
 #[inline(always)]
 pub(crate) fn member_left(_count: usize) {}
 
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // only the Redis backend calls it
 #[inline(always)]
 pub(crate) fn redis_publish_failed() {}
 
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // only the Redis backend calls it
 #[inline(always)]
 pub(crate) fn redis_reconnected() {}
 

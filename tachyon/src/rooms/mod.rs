@@ -11,6 +11,8 @@
 
 mod cluster;
 mod history;
+#[cfg(all(test, feature = "metrics"))]
+mod metrics_tests;
 #[cfg(feature = "redis")]
 mod redis;
 mod registry;
@@ -28,6 +30,7 @@ use crate::close::CloseCode;
 use crate::connection::{ConnectionId, Prepared, random_u64};
 use crate::error::{Error, Result};
 use crate::message::Message;
+use crate::metrics;
 use crate::sender::Sender;
 use crate::socket::WebSocket;
 
@@ -109,6 +112,12 @@ impl Delivery {
         self.reached += other.reached;
         self.dropped += other.dropped;
         self.closed += other.closed;
+    }
+
+    /// Records the fan-out this delivery counts: `slow`, the members closed for a full queue
+    /// (the others counted closed were closing already, which no policy did).
+    fn done(&self, broadcast: metrics::Broadcast, slow: &[Sender]) {
+        broadcast.done(self.reached, self.dropped, slow.len());
     }
 }
 
@@ -383,7 +392,11 @@ impl<M: Clone + Send + Sync + 'static> Rooms<M> {
     ) -> Result<Recovery> {
         let (sender, data) = member.into_member()?;
         let entered = self.enter(room, &sender, data, since);
-        Ok(self.catch_up_remote(entered).await)
+        let recovery = self.catch_up_remote(entered).await;
+        if since.is_some() {
+            metrics::resumed(recovery.is_recovered());
+        }
+        Ok(recovery)
     }
 
     /// Joins `sender` to `room`, replaying from `since` (or the latest value) if the room keeps
@@ -794,11 +807,13 @@ impl<M> Inner<M> {
         policy: SlowMember,
         message: &Message,
     ) -> Option<Delivery> {
+        let broadcast = metrics::Broadcast::start();
         let sender = self.read().sender(id).cloned()?;
         let mut delivery = Delivery::default();
         let mut slow = Vec::new();
         let message = Arc::new(Prepared::new(message.clone()));
         offer(&sender, &message, policy, &mut delivery, &mut slow);
+        delivery.done(broadcast, &slow);
         close_slow(slow);
         Some(delivery)
     }
@@ -821,15 +836,14 @@ impl<M> Inner<M> {
         position: Position,
         message: &Message,
     ) {
+        let broadcast = metrics::Broadcast::start();
         let mut delivery = Delivery::default();
         let mut slow = Vec::new();
         // Framed (and compressed) once, by the first member's driver that sends it.
         let prepared = Arc::new(Prepared::new(message.clone()));
         {
             let registry = self.read();
-            let Some(members) = registry.room(room) else {
-                return;
-            };
+            let members = registry.room(room).into_iter().flatten();
             for (id, seat) in members {
                 if Some(*id) == except {
                     continue;
@@ -853,6 +867,7 @@ impl<M> Inner<M> {
                 }
             }
         }
+        delivery.done(broadcast, &slow);
         close_slow(slow);
     }
 
@@ -864,21 +879,20 @@ impl<M> Inner<M> {
         policy: SlowMember,
         message: &Message,
     ) -> Delivery {
+        let broadcast = metrics::Broadcast::start();
         let mut delivery = Delivery::default();
         let mut slow = Vec::new();
         // Framed (and compressed) once, by the first member's driver that sends it.
         let prepared = Arc::new(Prepared::new(message.clone()));
         {
             let registry = self.read();
-            let Some(members) = registry.room(room) else {
-                return delivery;
-            };
-            for (id, seat) in members {
+            for (id, seat) in registry.room(room).into_iter().flatten() {
                 if Some(*id) != except {
                     offer(&seat.sender, &prepared, policy, &mut delivery, &mut slow);
                 }
             }
         }
+        delivery.done(broadcast, &slow);
         close_slow(slow);
         delivery
     }
@@ -1247,6 +1261,7 @@ impl<M: Clone + Send + Sync + 'static> Broadcast<'_, M> {
         if self.recorded_remotely().is_some() {
             return self.send(message);
         }
+        let broadcast = metrics::Broadcast::start();
         let message = message.into();
         let mut delivery = Delivery::default();
         let mut full = Vec::new();
@@ -1287,6 +1302,8 @@ impl<M: Clone + Send + Sync + 'static> Broadcast<'_, M> {
             };
             delivery.add(outcome);
         }
+        // Nobody met the policy: the full queues were waited for.
+        delivery.done(broadcast, &[]);
         delivery
     }
 }

@@ -1,5 +1,9 @@
 //! Who is in which room, in this process: the registry behind [`Rooms`](super::Rooms). It only
 //! stores; it never sends, and nothing here awaits.
+//!
+//! The gauges `tachyon_rooms` and `tachyon_room_members` are kept here, where a seat is taken
+//! or given up (and when the registry itself goes, with its rooms), so that every way in or out
+//! of a room counts, and they return to 0 when everyone has left.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -7,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::connection::ConnectionId;
 use crate::message::Message;
+use crate::metrics;
 use crate::rooms::history::Position;
 use crate::sender::Sender;
 
@@ -130,7 +135,10 @@ impl<M> Registry<M> {
         let id = sender.id();
         let name: Arc<str> = match self.rooms.get_key_value(room) {
             Some((name, _)) => Arc::clone(name),
-            None => Arc::from(room),
+            None => {
+                metrics::room_opened();
+                Arc::from(room)
+            }
         };
         let new_in_room = match self.rooms.entry(Arc::clone(&name)).or_default().entry(id) {
             Entry::Occupied(mut seat) => {
@@ -143,6 +151,7 @@ impl<M> Registry<M> {
                     data,
                     cursor,
                 });
+                metrics::member_joined(1);
                 true
             }
         };
@@ -172,8 +181,10 @@ impl<M> Registry<M> {
     pub(crate) fn leave(&mut self, room: &str, id: ConnectionId) -> Option<M> {
         let members = self.rooms.get_mut(room)?;
         let seat = members.remove(&id)?;
+        metrics::member_left(1);
         if members.is_empty() {
             self.rooms.remove(room);
+            metrics::room_closed();
             shrink(&mut self.rooms);
         } else {
             shrink(members);
@@ -197,6 +208,7 @@ impl<M> Registry<M> {
                 let seat = members.remove(&id);
                 if members.is_empty() {
                     self.rooms.remove(&room);
+                    metrics::room_closed();
                 } else {
                     shrink(members);
                 }
@@ -206,6 +218,9 @@ impl<M> Registry<M> {
             }
         }
         shrink(&mut self.rooms);
+        if !left.is_empty() {
+            metrics::member_left(left.len());
+        }
         left
     }
 
@@ -227,6 +242,21 @@ impl<M> Registry<M> {
         self.members
             .get(&id)
             .map_or(&[][..], |member| &member.rooms[..])
+    }
+}
+
+/// Rooms dropped with members still in them (every `Rooms` handle is gone; the end hooks of
+/// their connections then find nothing): they leave the gauges too.
+#[cfg(feature = "metrics")]
+impl<M> Drop for Registry<M> {
+    fn drop(&mut self) {
+        let seats = self.rooms.values().map(HashMap::len).sum();
+        if seats > 0 {
+            metrics::member_left(seats);
+        }
+        for _ in 0..self.rooms.len() {
+            metrics::room_closed();
+        }
     }
 }
 

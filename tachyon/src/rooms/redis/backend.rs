@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::connection::{ConnectionId, random_u64};
 use crate::message::Message;
+use crate::metrics;
 use crate::rooms::SlowMember;
 use crate::rooms::cluster::{Answer, Backend, ClusterState, Read, Remote};
 use crate::rooms::history::{History, NotRecovered, Position};
@@ -60,11 +61,16 @@ pub(super) struct RedisBackend {
 }
 
 impl RedisBackend {
+    /// Queues a broadcast for the link. One that is not queued (the link is down, the budget
+    /// spent, the queue full) is counted in `tachyon_redis_publishes_failed_total`, as is one
+    /// queued that Redis then does not take (its [`Permit`] counts it).
     fn queue(&self, command: redis::Cmd, bytes: usize, kind: Kind) -> Remote {
         if !self.state.up.load(Ordering::Acquire) {
+            self.state.publish_failed();
             return Remote::NotDelivered;
         }
         let Some(permit) = Permit::take(&self.state, bytes) else {
+            metrics::redis_publish_failed();
             return Remote::NotDelivered;
         };
         let command = Command::Publish {
@@ -72,7 +78,8 @@ impl RedisBackend {
             kind,
             permit,
         };
-        // A refused command comes back in the error and is dropped here, with its permit.
+        // A refused command comes back in the error and is dropped here, with its permit
+        // (which counts it as failed).
         match self.commands.try_send(command) {
             Ok(()) => Remote::Sent,
             Err(_) => Remote::NotDelivered,
@@ -154,10 +161,12 @@ impl Backend for RedisBackend {
     }
 
     fn placeholder(&self) -> Option<Position> {
-        self.state
-            .up
-            .load(Ordering::Acquire)
-            .then(|| Position::new(random_u64(), random_u64()))
+        if !self.state.up.load(Ordering::Acquire) {
+            // The broadcast is not made at all: it reaches no one, here or elsewhere.
+            self.state.publish_failed();
+            return None;
+        }
+        Some(Position::new(random_u64(), random_u64()))
     }
 
     fn record(

@@ -10,6 +10,7 @@ use redis::{Client, PushInfo, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::connection::random_u64;
+use crate::metrics;
 #[cfg(doc)] // for the links of the documentation
 use crate::rooms::Rooms;
 use crate::rooms::cluster::Local;
@@ -84,6 +85,7 @@ impl Link {
                 None => return,
             };
             tracing::info!(url = %self.state.url, "link to Redis back");
+            metrics::redis_reconnected();
         }
     }
 
@@ -148,7 +150,8 @@ impl Link {
         let mut leave = None;
         // The permits of the broadcasts in `pipe`: dropped once it is sent, or with the error
         // that ends this call (the commands left in `batch` go with `batch`, cleared by the
-        // caller or dropped with it).
+        // caller or dropped with it). Only those of a pipeline Redis answered are marked sent:
+        // every other one counts a failed publish as it is dropped.
         let mut paid: Vec<Permit> = Vec::new();
         let mut bytes = 0;
         for command in batch.drain(..) {
@@ -171,6 +174,7 @@ impl Link {
                     paid.push(permit);
                     if bytes >= PIPELINE_BYTES {
                         self.send(connection, &mut pipe, &mut slots).await?;
+                        paid.iter_mut().for_each(Permit::sent);
                         paid.clear();
                         bytes = 0;
                     }
@@ -183,6 +187,7 @@ impl Link {
             }
         }
         self.send(connection, &mut pipe, &mut slots).await?;
+        paid.iter_mut().for_each(Permit::sent);
         drop(paid);
         Ok(leave)
     }
@@ -256,6 +261,7 @@ impl Link {
                             url = %self.state.url, ?error,
                             "Redis refused to record a broadcast: it reached no one"
                         );
+                        metrics::redis_publish_failed();
                     }
                     if let Some(confirm) = confirm {
                         let _ = confirm.send(reply);
@@ -357,7 +363,7 @@ impl Link {
                     () = &mut pause => break,
                     command = self.commands.recv() => match command {
                         None => return None,
-                        // Dropped, and its permit with it.
+                        // Dropped, and its permit with it (which counts it as failed).
                         Some(Command::Publish { .. }) => lost += 1,
                         // Dropping the answer's sender answers it: unavailable.
                         Some(Command::Ask { .. }) => {}

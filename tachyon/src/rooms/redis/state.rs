@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::connection::ConnectionId;
+use crate::metrics;
 use crate::rooms::ClusterError;
 #[cfg(doc)] // for the links of the documentation
 use crate::rooms::{RedisConfig, Rooms};
@@ -60,19 +61,43 @@ impl LinkState {
             url: self.url.clone(),
         }
     }
+
+    /// A broadcast was not handed to the link because it is down: a failed publish, unless
+    /// the rooms left the cluster (then none is meant to be made).
+    pub(super) fn publish_failed(&self) {
+        if !self.left.load(Ordering::Acquire) {
+            metrics::redis_publish_failed();
+        }
+    }
 }
 
 /// Bytes of the publish budget ([`RedisConfig::queue`]) held by one queued broadcast: taken when
 /// it is queued, and given back when the permit is dropped, which happens with the broadcast
 /// whatever becomes of it (published, refused by a full channel, dropped with a lost link or a
 /// failed pipeline). No path can forget to give the bytes back.
+///
+/// Likewise, a permit dropped before its broadcast was [sent](Self::sent) counts a failed
+/// publish (`tachyon_redis_publishes_failed_total`): refused by a full queue, dropped with a
+/// lost link or a failed pipeline, left in the queue when the link ended.
 #[derive(Debug)]
 pub(super) struct Permit {
     state: Arc<LinkState>,
     bytes: usize,
+    /// Redis answered the pipeline that carried the broadcast.
+    #[cfg(feature = "metrics")]
+    sent: bool,
 }
 
 impl Permit {
+    /// Redis took the broadcast (answered the pipeline carrying it): it is no failure.
+    #[inline]
+    pub(super) fn sent(&mut self) {
+        #[cfg(feature = "metrics")]
+        {
+            self.sent = true;
+        }
+    }
+
     /// The bytes it holds.
     pub(super) fn bytes(&self) -> usize {
         self.bytes
@@ -91,6 +116,8 @@ impl Permit {
         Some(Self {
             state: Arc::clone(state),
             bytes,
+            #[cfg(feature = "metrics")]
+            sent: false,
         })
     }
 }
@@ -100,5 +127,9 @@ impl Drop for Permit {
         self.state
             .queued_bytes
             .fetch_sub(self.bytes, Ordering::AcqRel);
+        #[cfg(feature = "metrics")]
+        if !self.sent {
+            metrics::redis_publish_failed();
+        }
     }
 }
