@@ -156,9 +156,24 @@ async fn the_tour_serves_its_metrics_to_prometheus() {
     assert!(refused.is_err(), "the handshake was refused");
 
     let closes = [("route", "/ws"), ("code", "4001"), ("closed_by", "client")];
+    // On the wire: the messages' frames, then the close (4001 and its reason) and the reply
+    // (the code alone).
+    let received: f64 = texts.iter().map(|text| client_frame(text)).sum::<f64>()
+        + (2 + 4 + 2 + reason.len()) as f64;
+    let sent: f64 = texts.iter().map(|text| server_frame(text)).sum::<f64>() + (2 + 2) as f64;
+    let expected = [
+        ("tachyon_messages_received_total", 10.0),
+        ("tachyon_messages_sent_total", 10.0),
+        ("tachyon_bytes_received_total", received),
+        ("tachyon_bytes_sent_total", sent),
+    ];
+    // A connection adds its counts to the counters within a second (and when it ends).
     let after = scrape_until(&served, |scrape| {
         scrape.value("tachyon_connections", &ws) == 2.0
             && scrape.value("tachyon_closes_total", &closes) == 1.0
+            && expected
+                .iter()
+                .all(|(name, value)| scrape.value(name, &ws) - before.value(name, &ws) == *value)
     })
     .await;
     let moved = |name: &str, labels: &[(&str, &str)]| {
@@ -166,16 +181,10 @@ async fn the_tour_serves_its_metrics_to_prometheus() {
     };
 
     assert_eq!(after.value("tachyon_connections", &ws), 2.0);
-    assert_eq!(moved("tachyon_messages_received_total", &ws), 10.0);
-    assert_eq!(moved("tachyon_messages_sent_total", &ws), 10.0);
+    for (name, value) in expected {
+        assert_eq!(moved(name, &ws), value, "{name}");
+    }
     assert_eq!(moved("tachyon_closes_total", &closes), 1.0);
-    // On the wire: the messages' frames, then the close (4001 and its reason) and the reply
-    // (the code alone).
-    let received: f64 = texts.iter().map(|text| client_frame(text)).sum::<f64>()
-        + (2 + 4 + 2 + reason.len()) as f64;
-    let sent: f64 = texts.iter().map(|text| server_frame(text)).sum::<f64>() + (2 + 2) as f64;
-    assert_eq!(moved("tachyon_bytes_received_total", &ws), received);
-    assert_eq!(moved("tachyon_bytes_sent_total", &ws), sent);
     let accepted = [("route", "/ws"), ("outcome", "accepted"), ("status", "101")];
     assert_eq!(moved("tachyon_handshakes_total", &accepted), 3.0);
     let refused = [

@@ -14,11 +14,13 @@ instead (idle-memory only with --pid, the server's process id, to read its memor
   --quick          short runs (the whole comparison takes well under a minute)
   --rounds N       rounds per scenario, at least 3 (default 3)
   --only SCENARIO  one of: echo-32, echo-16k, echo-deflate, latency, connect, idle-memory,
-                   fan-out, cluster, history, recovery, history-memory (echo-deflate compares
+                   fan-out, cluster, history, recovery, history-memory, echo-metrics (echo-deflate compares
                    Tachyon's echo with permessage-deflate on and off; fan-out runs a floor server
                    beside the two; cluster starts its own redis-server, which must be on PATH;
                    the history ones compare Tachyon's rooms with history on and off, replay with
-                   live delivery, history memory with its payload)
+                   live delivery, history memory with its payload; echo-metrics, only with
+                   --only, compares the echo with Tachyon's metrics feature on and off and needs
+                   the two builds that scripts/bench-metrics makes)
   --csv            comma-separated output instead of a table";
 
 /// What the binary was asked to do.

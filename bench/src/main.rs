@@ -15,6 +15,7 @@ mod deflate;
 mod fanout;
 mod floor;
 mod history;
+mod metrics_cost;
 mod report;
 mod scenario;
 mod server;
@@ -57,7 +58,11 @@ async fn bench(options: Options) -> io::Result<()> {
     let full = Settings::new(false, open_files);
     let scenarios: Vec<Scenario> = match options.only {
         Some(scenario) => vec![scenario],
-        None => Scenario::ALL.to_vec(),
+        // The metrics echo needs a second build: it runs with `--only` (scripts/bench-metrics).
+        None => Scenario::ALL
+            .into_iter()
+            .filter(|scenario| *scenario != Scenario::EchoMetrics)
+            .collect(),
     };
 
     let kernel = std::fs::read_to_string("/proc/version")?;
@@ -147,6 +152,11 @@ async fn compare(
             // Tachyon against the naive pattern and a floor server of its own.
             Scenario::Fanout => {
                 rows.extend(fanout::compare(&servers[0], &servers[1], settings, rounds).await?);
+                continue;
+            }
+            // The Tachyon server's echo, built with the `metrics` feature and without.
+            Scenario::EchoMetrics => {
+                rows.extend(metrics_cost::compare(settings, rounds).await?);
                 continue;
             }
             // The Tachyon server's echo with deflate off and on.

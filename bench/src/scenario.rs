@@ -26,6 +26,9 @@ pub(crate) enum Scenario {
     Echo16k,
     /// A 16 KiB JSON text echo with permessage-deflate on, against off.
     EchoDeflate,
+    /// The 32 B and 16 KiB echoes with Tachyon's `metrics` feature on (and a Prometheus
+    /// recorder installed), against a build without it (`--only`, from scripts/bench-metrics).
+    EchoMetrics,
     /// Round-trip time of one connection, one message at a time.
     Latency,
     /// New connections per second (handshake, one echo, close handshake).
@@ -162,10 +165,11 @@ const MAX_ITERATIONS: u64 = 100_000_000;
 const TIME_LIMIT: Duration = Duration::from_secs(120);
 
 impl Scenario {
-    pub(crate) const ALL: [Self; 11] = [
+    pub(crate) const ALL: [Self; 12] = [
         Self::Echo32,
         Self::Echo16k,
         Self::EchoDeflate,
+        Self::EchoMetrics,
         Self::Latency,
         Self::Connect,
         Self::IdleMemory,
@@ -181,6 +185,7 @@ impl Scenario {
             Self::Echo32 => "echo-32",
             Self::Echo16k => "echo-16k",
             Self::EchoDeflate => "echo-deflate",
+            Self::EchoMetrics => "echo-metrics",
             Self::Latency => "latency",
             Self::Connect => "connect",
             Self::IdleMemory => "idle-memory",
@@ -232,6 +237,8 @@ impl Scenario {
                     ]
                 }
             }
+            // The 32 B echo's values, then the 16 KiB echo's.
+            Self::EchoMetrics => crate::metrics_cost::ROWS,
             // One server's run; the rows that compare deflate off and on are
             // `deflate::ROWS`, in the same order.
             Self::EchoDeflate => {
@@ -282,7 +289,11 @@ impl Scenario {
     pub(crate) fn runs_own_servers(self) -> bool {
         matches!(
             self,
-            Self::Cluster | Self::History | Self::Recovery | Self::HistoryMemory
+            Self::Cluster
+                | Self::History
+                | Self::Recovery
+                | Self::HistoryMemory
+                | Self::EchoMetrics
         )
     }
 
@@ -465,7 +476,11 @@ impl Scenario {
                 let document = crate::deflate::json_document(crate::deflate::DOCUMENT_SIZE);
                 crate::deflate::run(url, endpoint.pid, &document, settings, None).await?
             }
-            Self::Cluster | Self::History | Self::Recovery | Self::HistoryMemory => {
+            Self::Cluster
+            | Self::History
+            | Self::Recovery
+            | Self::HistoryMemory
+            | Self::EchoMetrics => {
                 return Err(io::Error::other(format!(
                     "{} runs servers of its own: see main::compare",
                     self.name()

@@ -54,6 +54,10 @@ pub(crate) enum ServerKind {
     /// `Tachyon::serve` runs) instead of `axum::serve`: rooms write broadcasts straight into
     /// idle members' sockets there (the fan-out scenario's fourth side).
     TachyonServe,
+    /// The Tachyon server with Tachyon's `metrics` feature on and a Prometheus recorder
+    /// installed (the echo-metrics scenario's "on" side; a bench built with `--features
+    /// metrics` only).
+    TachyonMetrics,
 }
 
 impl ServerKind {
@@ -64,6 +68,7 @@ impl ServerKind {
             Self::History => "history",
             Self::Floor => "floor",
             Self::TachyonServe => "tachyon-serve",
+            Self::TachyonMetrics => "tachyon-metrics",
         }
     }
 
@@ -74,6 +79,7 @@ impl ServerKind {
             Self::History,
             Self::Floor,
             Self::TachyonServe,
+            Self::TachyonMetrics,
         ]
         .into_iter()
         .find(|kind| kind.name() == name)
@@ -294,8 +300,37 @@ pub(crate) async fn serve(kind: ServerKind) -> io::Result<()> {
         ),
         ServerKind::Floor => return crate::floor::serve().await,
         ServerKind::TachyonServe => return serve_tachyon(tachyon_routes(Rooms::new())).await,
+        ServerKind::TachyonMetrics => {
+            install_prometheus()?;
+            tachyon_app(Rooms::new())
+        }
     };
     serve_app(app).await
+}
+
+/// Installs a Prometheus recorder, as an app that exports its metrics would, with the upkeep a
+/// scrape would do every few seconds.
+#[cfg(feature = "metrics")]
+fn install_prometheus() -> io::Result<()> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(io::Error::other)?;
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            handle.run_upkeep();
+            drop(handle.render());
+        }
+    });
+    Ok(())
+}
+
+#[cfg(not(feature = "metrics"))]
+fn install_prometheus() -> io::Result<()> {
+    Err(io::Error::other(
+        "serve tachyon-metrics: this bench was built without `--features metrics`",
+    ))
 }
 
 /// The Tachyon server's routes, on `rooms`, as a router.
@@ -374,7 +409,15 @@ pub(crate) struct Server {
 impl Server {
     /// Starts `tachyon-bench serve KIND` and waits for its address.
     pub(crate) async fn start(kind: ServerKind) -> io::Result<Self> {
-        Self::start_with(&["serve", kind.name()], kind.name()).await
+        Self::start_from(&std::env::current_exe()?, kind).await
+    }
+
+    /// Starts `PROGRAM serve KIND` (another build of this harness) and waits for its address.
+    pub(crate) async fn start_from(
+        program: &std::path::Path,
+        kind: ServerKind,
+    ) -> io::Result<Self> {
+        Self::spawn(program, &["serve", kind.name()], kind.name()).await
     }
 
     /// Starts `tachyon-bench serve node REDIS_URL [history]` and waits for its address.
@@ -387,7 +430,11 @@ impl Server {
     }
 
     async fn start_with(args: &[&str], name: &str) -> io::Result<Self> {
-        let mut child = Command::new(std::env::current_exe()?)
+        Self::spawn(&std::env::current_exe()?, args, name).await
+    }
+
+    async fn spawn(program: &std::path::Path, args: &[&str], name: &str) -> io::Result<Self> {
+        let mut child = Command::new(program)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -24,6 +24,7 @@ use super::writer::Output;
 use super::{Outbound, Polling, Shared};
 use crate::close::CloseCode;
 use crate::error::{DisconnectKind, WebSocketDisconnect};
+use crate::metrics::Tally;
 use crate::settings::Config;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +78,8 @@ pub(crate) struct Driver {
     finish: Option<(CloseCode, String)>,
     /// Whether a failed handler's error text goes to the client.
     expose_errors: bool,
+    /// Messages and bytes counted, for the connection's metrics.
+    tally: Tally,
 }
 
 impl Driver {
@@ -94,7 +97,8 @@ impl Driver {
                 config.max_frame_size,
                 deflate.map(|agreed| agreed.client_takeover),
             ),
-            output: Output::new(config.write_buffer_size, deflate, shared.metrics().clone()),
+            output: Output::new(config.write_buffer_size, deflate),
+            tally: Tally::new(),
             pong: None,
             urgent: None,
             unflushed: false,
@@ -133,6 +137,7 @@ impl Driver {
                 break;
             }
         }
+        self.tally.poll_flush(cx, self.shared.metrics());
         Poll::Pending
     }
 
@@ -192,9 +197,13 @@ impl Driver {
                 match self.shared.pop() {
                     None => break,
                     Some(Outbound::Message(message) | Outbound::Replay(message)) => {
+                        self.tally.message_sent();
                         self.output.push_message(&message);
                     }
-                    Some(Outbound::Prepared(prepared)) => self.output.push_prepared(&prepared),
+                    Some(Outbound::Prepared(prepared)) => {
+                        self.tally.message_sent();
+                        self.output.push_prepared(&prepared);
+                    }
                     Some(Outbound::Rest(rest)) => self.output.push_bytes(rest),
                     Some(Outbound::Close(code, reason)) => {
                         let payload = frame::close_payload(code.as_u16(), &reason);
@@ -207,7 +216,9 @@ impl Driver {
             if self.output.is_empty() {
                 break;
             }
-            match self.output.poll_write(socket, cx) {
+            let written = self.output.poll_write(socket, cx);
+            self.tally.bytes_sent(self.output.take_written());
+            match written {
                 Poll::Ready(Ok(())) => self.unflushed = true,
                 Poll::Ready(Err(error)) => return Err(WebSocketDisconnect::lost(error)),
                 Poll::Pending => break,
@@ -253,15 +264,15 @@ impl Driver {
             let failing = self.phase == Phase::Failing;
             let reader = &mut self.reader;
             let mut incoming = None;
-            let metrics = self.shared.metrics();
+            let tally = &mut self.tally;
             let filled = socket.poll_fill(cx, |bytes| {
                 if failing {
                     // The reader gave up at the violation: nothing more is read.
-                    metrics.bytes_received(bytes.len());
+                    tally.bytes_received(bytes.len());
                     return bytes.len();
                 }
                 let (used, got) = reader.read(bytes);
-                metrics.bytes_received(used);
+                tally.bytes_received(used);
                 incoming = got;
                 used
             });
@@ -293,7 +304,7 @@ impl Driver {
             .saw_frame(matches!(incoming, Incoming::Message(_)));
         match incoming {
             Incoming::Message(message) if self.phase == Phase::Open => {
-                self.shared.metrics().message_received();
+                self.tally.message_received();
                 self.shared.deliver(message, cx);
             }
             // A server closing ignores what still arrives before the client's reply.
@@ -389,6 +400,7 @@ impl Driver {
     fn stop(&mut self, disconnect: WebSocketDisconnect) {
         self.phase = Phase::Done;
         self.socket = None;
+        self.tally.flush(self.shared.metrics());
         self.shared.end(disconnect, true);
     }
 }

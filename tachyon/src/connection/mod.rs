@@ -369,13 +369,11 @@ impl Shared {
                     Ok(written) if written == frame.len() => {
                         state.direct_generation = generation;
                         drop(state);
-                        self.metrics.message_sent();
-                        self.metrics.bytes_sent(written);
+                        self.metrics.sent_directly(written);
                         return Ok(());
                     }
                     Ok(written) => {
-                        self.metrics.message_sent();
-                        self.metrics.bytes_sent(written);
+                        self.metrics.sent_directly(written);
                         // The driver writes the rest, before anything else.
                         state
                             .queue

@@ -18,7 +18,6 @@ use super::copy;
 use super::deflate::{self, Agreed};
 use super::frame;
 use crate::message::Message;
-use crate::metrics::ConnectionMetrics;
 
 /// A message sent to many connections (a room's broadcast), framed once, and compressed once
 /// for the members that agreed to compression: each member's writer shares the same bytes.
@@ -110,12 +109,12 @@ pub(crate) struct Output {
     deflate: Option<Agreed>,
     /// The compressor of a connection that agreed to server context takeover.
     compressor: Option<Box<Compress>>,
-    /// Counts the messages pushed and the bytes written.
-    metrics: ConnectionMetrics,
+    /// Bytes written since [`take_written`](Self::take_written) last ran.
+    written: usize,
 }
 
 impl Output {
-    pub(crate) fn new(gather: usize, deflate: Option<Agreed>, metrics: ConnectionMetrics) -> Self {
+    pub(crate) fn new(gather: usize, deflate: Option<Agreed>) -> Self {
         Self {
             buf: Vec::new(),
             at: 0,
@@ -125,7 +124,7 @@ impl Output {
                 .filter(|agreed| agreed.server_takeover)
                 .map(|agreed| Box::new(deflate::compressor(agreed.level))),
             deflate,
-            metrics,
+            written: 0,
         }
     }
 
@@ -146,7 +145,6 @@ impl Output {
 
     /// A message of this connection's own, compressed if agreed and large enough.
     pub(crate) fn push_message(&mut self, message: &Message) {
-        self.metrics.message_sent();
         let (opcode, payload) = parts(message);
         if let Some(agreed) = self
             .deflate
@@ -178,7 +176,6 @@ impl Output {
 
     /// A broadcast's frame, shared with the other members.
     pub(crate) fn push_prepared(&mut self, prepared: &Prepared) {
-        self.metrics.message_sent();
         if let Some(frame) = prepared.compressed_for(self.deflate) {
             // The client's window now holds this message, which this connection's own
             // compressor never saw: it starts again, so that nothing it sends next refers to
@@ -240,13 +237,18 @@ impl Output {
             if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.metrics.bytes_sent(written);
+            self.written += written;
             let from_head = written.min(head.len());
             self.at += from_head;
             if let Some((_, at)) = &mut self.tail {
                 *at += written - from_head;
             }
         }
+    }
+
+    /// The bytes written since the last call (for the connection's metrics).
+    pub(crate) fn take_written(&mut self) -> usize {
+        std::mem::take(&mut self.written)
     }
 
     /// Frees the buffer once everything is written (the connection may go idle now).
@@ -295,7 +297,7 @@ mod tests {
         assert_eq!(plain.as_ptr(), again.as_ptr());
         assert_eq!(&plain[4..], text.as_bytes());
         // A member's writer takes the shared frame as it is.
-        let mut output = Output::new(8 * 1024, Some(chrome), ConnectionMetrics::new("/test"));
+        let mut output = Output::new(8 * 1024, Some(chrome));
         output.push_prepared(&prepared);
         assert_eq!(output.buf, one);
         // Below the threshold, even a compressing member gets the plain frame.

@@ -17,8 +17,8 @@
 //!    gap and no duplicate, the latest value on join, the guarantees.
 //! 7. [Security and limits](security): origins, timeouts, connection limits, what bad input
 //!    gets.
-//! 8. [Errors and logging](errors): where errors go (`tracing`), the `500` before `accept`, the
-//!    1011 after it.
+//! 8. [Errors, logging and metrics](errors): where errors go (`tracing`), the `500` before
+//!    `accept`, the 1011 after it, the span of each connection, the `metrics` feature.
 //! 9. [Testing](testing): axum-test clients for the happy path, refused handshakes and
 //!    broadcasts.
 //! 10. [Differences from the Python original](python).

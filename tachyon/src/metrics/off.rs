@@ -1,6 +1,8 @@
 //! The `metrics` feature off: the same calls as `record.rs`, on zero-sized types, doing
 //! nothing (so nothing is compiled in).
 
+use std::task::Context;
+
 use axum::http::StatusCode;
 
 use crate::error::WebSocketDisconnect;
@@ -28,16 +30,7 @@ impl ConnectionMetrics {
     }
 
     #[inline(always)]
-    pub(crate) fn message_received(&self) {}
-
-    #[inline(always)]
-    pub(crate) fn message_sent(&self) {}
-
-    #[inline(always)]
-    pub(crate) fn bytes_received(&self, _bytes: usize) {}
-
-    #[inline(always)]
-    pub(crate) fn bytes_sent(&self, _bytes: usize) {}
+    pub(crate) fn sent_directly(&self, _bytes: usize) {}
 
     #[inline(always)]
     pub(crate) fn keepalive_timeout(&self) {}
@@ -46,6 +39,34 @@ impl ConnectionMetrics {
     pub(crate) fn open(&self) -> Open {
         Open
     }
+}
+
+#[derive(Debug)]
+pub(crate) struct Tally;
+
+impl Tally {
+    #[inline(always)]
+    pub(crate) fn new() -> Self {
+        Self
+    }
+
+    #[inline(always)]
+    pub(crate) fn message_received(&mut self) {}
+
+    #[inline(always)]
+    pub(crate) fn message_sent(&mut self) {}
+
+    #[inline(always)]
+    pub(crate) fn bytes_received(&mut self, _bytes: usize) {}
+
+    #[inline(always)]
+    pub(crate) fn bytes_sent(&mut self, _bytes: usize) {}
+
+    #[inline(always)]
+    pub(crate) fn poll_flush(&mut self, _cx: &mut Context<'_>, _metrics: &ConnectionMetrics) {}
+
+    #[inline(always)]
+    pub(crate) fn flush(&mut self, _metrics: &ConnectionMetrics) {}
 }
 
 #[derive(Debug)]
