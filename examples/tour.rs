@@ -244,7 +244,7 @@ pub(crate) fn app_with(tour: Tour) -> Tachyon<Tour> {
 
 /// The Prometheus recorder every metric of the process goes to, installed on first use (a
 /// process has one). Tachyon records through the `metrics` facade; this is the exporter.
-fn prometheus() -> &'static PrometheusHandle {
+pub(crate) fn prometheus() -> &'static PrometheusHandle {
     static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
     PROMETHEUS.get_or_init(|| {
         let recorder = PrometheusBuilder::new().build_recorder();

@@ -1,7 +1,8 @@
 //! The tour's `/metrics` (Prometheus's text format, through `metrics-exporter-prometheus`),
 //! scraped while clients use `/ws`: the gauge of open connections, the message and byte
 //! counters moved by exactly what went over the sockets, closes by code and who closed,
-//! handshakes accepted and refused. One test in this binary: the recorder is the process's.
+//! handshakes accepted and refused; a keepalive timeout. The recorder is the process's: each
+//! test counts on routes of its own.
 
 mod support;
 #[path = "../examples/tour.rs"]
@@ -197,4 +198,50 @@ async fn the_tour_serves_its_metrics_to_prometheus() {
     assert_eq!(moved("tachyon_connection_duration_seconds_count", &ws), 1.0);
     assert_eq!(moved("tachyon_handshake_duration_seconds_count", &ws), 3.0);
     drop(clients);
+}
+
+/// Closes (1011) a client that answers no ping within 200 ms, and drops it 200 ms later if it
+/// does not answer the close either.
+#[tachyon::websocket(
+    "/metrics/keepalive",
+    keepalive_interval = Duration::from_millis(100),
+    keepalive_timeout = Duration::from_millis(200),
+    close_timeout = Duration::from_millis(200)
+)]
+async fn keepalive(mut ws: tachyon::WebSocket) -> tachyon::Result<()> {
+    ws.accept().await?;
+    loop {
+        ws.receive().await?;
+    }
+}
+
+#[tokio::test]
+async fn a_keepalive_timeout_is_counted_with_its_close() {
+    // The same recorder as the tour's (a process has one).
+    let prometheus = tour::prometheus();
+    let served = support::serve_tachyon(tachyon::Tachyon::new().websocket(keepalive)).await;
+    let route = [("route", "/metrics/keepalive")];
+    let closes = [
+        ("route", "/metrics/keepalive"),
+        ("code", "1011"),
+        ("closed_by", "server"),
+    ];
+    // A client that reads nothing answers no ping.
+    let client = raw_connect(&served, "/metrics/keepalive").await;
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    let scrape = loop {
+        let scrape = Scrape::parse(&prometheus.render());
+        let done = scrape.value("tachyon_closes_total", &closes) == 1.0;
+        if done || tokio::time::Instant::now() >= deadline {
+            break scrape;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        scrape.value("tachyon_keepalive_timeouts_total", &route),
+        1.0
+    );
+    assert_eq!(scrape.value("tachyon_closes_total", &closes), 1.0);
+    assert_eq!(scrape.value("tachyon_connections", &route), 0.0);
+    drop(client);
 }
