@@ -9,18 +9,12 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tachyon::rooms::{History, RedisConfig, Remote};
-use tachyon::{Rooms, Tachyon};
+use tachyon::Rooms;
+use tachyon::rooms::{History, Remote};
 
 use support::redis_server::RedisServer;
-use support::resume::{assert_every_offset_once, resume, resumer, split};
-use support::{Client, Served, next_text, raw_connect, send_text, serve, within};
-
-fn config(redis: &RedisServer) -> RedisConfig {
-    RedisConfig::new(redis.url())
-        .heartbeat(Duration::from_millis(200))
-        .timeout(Duration::from_millis(500))
-}
+use support::resume::{assert_every_offset_once, join, node, resume, split};
+use support::{next_text, send_text, within};
 
 fn broadcast(rooms: &Rooms, room: &str, body: &str) -> Remote {
     rooms
@@ -30,32 +24,6 @@ fn broadcast(rooms: &Rooms, room: &str, body: &str) -> Remote {
             format!("{position} {body}")
         })
         .remote()
-}
-
-struct Node {
-    rooms: Rooms,
-    served: Served,
-}
-
-async fn node(redis: &RedisServer, history: History) -> Node {
-    let rooms = within(
-        "the rooms to reach Redis",
-        Rooms::builder().history(history).redis(config(redis)),
-    )
-    .await
-    .expect("Redis-backed rooms");
-    let served = serve(Tachyon::with_state(rooms.clone()).websocket(resumer)).await;
-    Node { rooms, served }
-}
-
-async fn join(node: &Node, room: &str, since: Option<&str>) -> (Client, String) {
-    let path = match since {
-        Some(since) => format!("/history/{room}?since={since}"),
-        None => format!("/history/{room}"),
-    };
-    let mut client = raw_connect(&node.served, &path).await;
-    let said = next_text(&mut client).await;
-    (client, said)
 }
 
 /// Waits until `count` members are in `room` over the cluster: a node subscribes to a room's

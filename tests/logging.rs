@@ -128,6 +128,29 @@ fn events_of_route(route: &str) -> Vec<Record> {
         .collect()
 }
 
+/// Reads the server's close and the end of the stream (the client's reply is out then), and
+/// waits until the app's connections have ended.
+async fn closed_by_server(client: &mut support::Client, shutdown: &Shutdown) {
+    use futures_util::StreamExt;
+    assert!(matches!(
+        within("the close", client.next()).await,
+        Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_)))
+    ));
+    assert!(within("the end", client.next()).await.is_none());
+    assert!(
+        shutdown.wait(support::WAIT).await,
+        "the connection did not end"
+    );
+}
+
+/// The event among `events` whose fields contain `text`.
+fn event<'a>(events: &'a [Record], text: &str) -> &'a Record {
+    events
+        .iter()
+        .find(|record| record.fields.contains(text))
+        .unwrap_or_else(|| panic!("no event with `{text}`: {events:?}"))
+}
+
 /// Every event for `path`, once every connection of the app has ended: the last thing a
 /// connection does is to give its shutdown registration back, after its handler's outcome is
 /// logged, so nothing for it can come later (a second event, an ERROR after a DEBUG).
@@ -341,22 +364,9 @@ async fn a_handlers_events_are_inside_its_connections_span() {
     let mut client = support::raw_connect(&served, "/log/traced/lobby").await;
     support::send_text(&mut client, "hi").await;
     assert_eq!(support::next_text(&mut client).await, "hi");
-    // The server's close, then the end of the stream once the client's reply is out.
-    use futures_util::StreamExt;
-    assert!(matches!(
-        within("the close", client.next()).await,
-        Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_)))
-    ));
-    assert!(within("the end", client.next()).await.is_none());
-    assert!(
-        shutdown.wait(support::WAIT).await,
-        "the connection did not end"
-    );
+    closed_by_server(&mut client, &shutdown).await;
     let events = events_of_route("/log/traced/{room}");
-    let own = events
-        .iter()
-        .find(|record| record.fields.contains("the handler's own event"))
-        .unwrap_or_else(|| panic!("the handler's event: {events:?}"));
+    let own = event(&events, "the handler's own event");
     assert_eq!(own.level, Level::INFO);
     let (name, fields) = own.spans.last().expect("a span");
     assert_eq!(name, "websocket", "{own:?}");
@@ -365,10 +375,7 @@ async fn a_handlers_events_are_inside_its_connections_span() {
     assert!(fields.contains("peer=127.0.0.1:"), "{fields}");
     // The server closed with 4001: a debug event in the same span, and nothing above debug
     // but the handler's own event.
-    let closed = events
-        .iter()
-        .find(|record| record.fields.contains("WebSocket connection closed"))
-        .unwrap_or_else(|| panic!("the close: {events:?}"));
+    let closed = event(&events, "WebSocket connection closed");
     assert_eq!(closed.level, Level::DEBUG, "{closed:?}");
     assert!(closed.fields.contains("code=4001"), "{closed:?}");
     assert!(closed.fields.contains("closed_by=\"server\""), "{closed:?}");
@@ -385,22 +392,9 @@ async fn an_instrumented_handler_has_a_span_named_after_it_inside_the_connection
     let (app, shutdown) = app();
     let served = support::serve_tachyon(app).await;
     let mut client = support::raw_connect(&served, "/log/instrumented").await;
-    // The server's close, then the end of the stream once the client's reply is out.
-    use futures_util::StreamExt;
-    assert!(matches!(
-        within("the close", client.next()).await,
-        Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_)))
-    ));
-    assert!(within("the end", client.next()).await.is_none());
-    assert!(
-        shutdown.wait(support::WAIT).await,
-        "the connection did not end"
-    );
+    closed_by_server(&mut client, &shutdown).await;
     let events = events_of_route("/log/instrumented");
-    let inside = events
-        .iter()
-        .find(|record| record.fields.contains("inside the instrumented handler"))
-        .unwrap_or_else(|| panic!("the handler's event: {events:?}"));
+    let inside = event(&events, "inside the instrumented handler");
     let names: Vec<&str> = inside.spans.iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(names, ["instrumented", "websocket"], "{inside:?}");
 }
@@ -447,10 +441,7 @@ async fn a_refused_handshake_is_logged_at_debug() {
         .await
         .assert_status(axum::http::StatusCode::FORBIDDEN);
     let events = events_of_route("/log/refuses");
-    let refused = events
-        .iter()
-        .find(|record| record.fields.contains("WebSocket handshake refused"))
-        .unwrap_or_else(|| panic!("the refusal: {events:?}"));
+    let refused = event(&events, "WebSocket handshake refused");
     assert_eq!(refused.level, Level::DEBUG, "{refused:?}");
     assert!(refused.fields.contains("status=403"), "{refused:?}");
     assert!(

@@ -14,18 +14,12 @@ use std::future::Future;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tachyon::rooms::{ClusterState, History, RedisConfig, Remote};
-use tachyon::{ConnectionId, Rooms, Tachyon};
+use tachyon::rooms::{ClusterState, History, Remote};
+use tachyon::{ConnectionId, Rooms};
 
 use support::redis_server::RedisServer;
-use support::resume::{resumer, split};
-use support::{Client, Served, next_text, raw_connect, serve, within};
-
-fn config(redis: &RedisServer) -> RedisConfig {
-    RedisConfig::new(redis.url())
-        .heartbeat(Duration::from_millis(200))
-        .timeout(Duration::from_millis(500))
-}
+use support::resume::{config, join, node, split};
+use support::{next_text, within};
 
 /// Runs `test` on a current-thread runtime with a Prometheus recorder of its own.
 fn recording<F: Future<Output = ()>>(test: impl FnOnce(PrometheusHandle) -> F) {
@@ -137,39 +131,14 @@ fn publishes_redis_does_not_take_and_the_link_coming_back_are_counted() {
     });
 }
 
-struct Node {
-    rooms: Rooms,
-    served: Served,
-}
-
-async fn node(redis: &RedisServer) -> Node {
-    let rooms = within(
-        "the rooms to reach Redis",
-        Rooms::builder()
-            .history(History::messages(100))
-            .redis(config(redis)),
-    )
-    .await
-    .expect("Redis-backed rooms");
-    let served = serve(Tachyon::with_state(rooms.clone()).websocket(resumer)).await;
-    Node { rooms, served }
-}
-
-async fn join(node: &Node, room: &str, since: Option<&str>) -> (Client, String) {
-    let path = match since {
-        Some(since) => format!("/history/{room}?since={since}"),
-        None => format!("/history/{room}"),
-    };
-    let mut client = raw_connect(&node.served, &path).await;
-    let said = next_text(&mut client).await;
-    (client, said)
-}
-
 #[test]
 fn broadcasts_from_another_server_and_resumes_through_redis_are_counted() {
     recording(|metrics| async move {
         let redis = RedisServer::start().await;
-        let (a, b) = (node(&redis).await, node(&redis).await);
+        let (a, b) = (
+            node(&redis, History::messages(100)).await,
+            node(&redis, History::messages(100)).await,
+        );
         let (mut member, said) = join(&b, "lobby", None).await;
         assert_eq!(said, "not NoPosition");
         until_count(&a.rooms, "lobby", 1).await;

@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
-use crate::report::{self, Medians, Row};
+use crate::report::{self, Row};
 use crate::scenario::{Goal, Metric, Scenario, Settings, server_cpu_ns};
 use crate::server::Server;
 use crate::wire::{self, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT};
@@ -109,21 +109,7 @@ pub(crate) async fn compare(
             runs[side].push(values);
         }
     }
-    let median = |side: usize, index: usize| {
-        let mut values: Vec<f64> = runs[side].iter().map(|values| values[index]).collect();
-        report::median(&mut values)
-    };
-    Ok(ROWS
-        .iter()
-        .enumerate()
-        .map(|(index, metric)| Row {
-            metric,
-            medians: Medians::Compared {
-                raw: median(0, index),
-                tachyon: median(1, index),
-            },
-        })
-        .collect())
+    Ok(report::compared(ROWS, &runs))
 }
 
 /// One run against `url` (the server's process is `pid`, if known): [`CONNECTIONS`]

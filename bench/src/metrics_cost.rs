@@ -8,7 +8,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::report::{self, Medians, Row};
+use crate::report::{self, Row};
 use crate::scenario::{Endpoint, Goal, Metric, Scenario, Settings};
 use crate::server::{Server, ServerKind};
 
@@ -86,19 +86,5 @@ pub(crate) async fn compare(settings: &Settings, rounds: usize) -> io::Result<Ve
     for server in servers {
         server.stop().await?;
     }
-    let median = |side: usize, index: usize| {
-        let mut values: Vec<f64> = runs[side].iter().map(|values| values[index]).collect();
-        report::median(&mut values)
-    };
-    Ok(ROWS
-        .iter()
-        .enumerate()
-        .map(|(index, metric)| Row {
-            metric,
-            medians: Medians::Compared {
-                raw: median(0, index),
-                tachyon: median(1, index),
-            },
-        })
-        .collect())
+    Ok(report::compared(ROWS, &runs))
 }

@@ -17,6 +17,26 @@ pub(crate) enum Medians {
     Single(f64),
 }
 
+/// One compared row per metric of `metrics`: the median over the rounds of each side's runs
+/// (`runs[side][round][metric]`, side 0 the baseline).
+pub(crate) fn compared(metrics: &'static [Metric], runs: &[Vec<Vec<f64>>; 2]) -> Vec<Row> {
+    let median_of = |side: usize, index: usize| {
+        let mut values: Vec<f64> = runs[side].iter().map(|values| values[index]).collect();
+        median(&mut values)
+    };
+    metrics
+        .iter()
+        .enumerate()
+        .map(|(index, metric)| Row {
+            metric,
+            medians: Medians::Compared {
+                raw: median_of(0, index),
+                tachyon: median_of(1, index),
+            },
+        })
+        .collect()
+}
+
 /// The middle value (the mean of the two middle ones for an even count).
 pub(crate) fn median(values: &mut [f64]) -> f64 {
     values.sort_unstable_by(f64::total_cmp);

@@ -1,14 +1,17 @@
 //! Both sides of the resumable-rooms tests (`tests/history.rs`, `tests/history_redis.rs`): the
 //! handler, which sends each broadcast as `"{position} {body}"` and, after the replay,
-//! `recovered {missed}` or `not {reason}`; and a member coming back.
+//! `recovered {missed}` or `not {reason}`; a member coming back; and, for the tests through Redis
+//! (`tests/history_redis.rs`, `tests/metrics_redis.rs`), a server of the cluster serving it.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::extract::State;
-use tachyon::rooms::{Position, Recovery};
-use tachyon::{Rooms, WebSocket, websocket};
+use tachyon::rooms::{History, Position, Recovery, RedisConfig};
+use tachyon::{Rooms, Tachyon, WebSocket, websocket};
 
-use super::{next_text, within};
+use super::redis_server::RedisServer;
+use super::{Client, Served, next_text, raw_connect, serve, within};
 
 /// Joins `room` from `since` (if it parses), says `recovered {missed}` or `not {reason:?}`,
 /// then broadcasts what it receives, prefixed with the broadcast's position; `rejoin SINCE`
@@ -99,4 +102,41 @@ pub fn assert_every_offset_once(members: Vec<(u64, Vec<u64>, Option<String>, boo
         joined_during >= count / 2,
         "only {joined_during} of {count} members joined while the room was busy: the test proves little"
     );
+}
+
+/// Rooms through the Redis at `redis`, with a quick heartbeat and timeout.
+pub fn config(redis: &RedisServer) -> RedisConfig {
+    RedisConfig::new(redis.url())
+        .heartbeat(Duration::from_millis(200))
+        .timeout(Duration::from_millis(500))
+}
+
+/// One server of a cluster: its rooms, and `resumer` served at `/history/{room}`.
+pub struct Node {
+    pub rooms: Rooms,
+    pub served: Served,
+}
+
+/// A node whose rooms go through `redis` and keep `history`.
+pub async fn node(redis: &RedisServer, history: History) -> Node {
+    let rooms = within(
+        "the rooms to reach Redis",
+        Rooms::builder().history(history).redis(config(redis)),
+    )
+    .await
+    .expect("Redis-backed rooms");
+    let served = serve(Tachyon::with_state(rooms.clone()).websocket(resumer)).await;
+    Node { rooms, served }
+}
+
+/// A member joining `room` on `node` (from position `since`, if given), and what it was told
+/// first.
+pub async fn join(node: &Node, room: &str, since: Option<&str>) -> (Client, String) {
+    let path = match since {
+        Some(since) => format!("/history/{room}?since={since}"),
+        None => format!("/history/{room}"),
+    };
+    let mut client = raw_connect(&node.served, &path).await;
+    let said = next_text(&mut client).await;
+    (client, said)
 }
