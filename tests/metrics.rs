@@ -245,3 +245,40 @@ async fn a_keepalive_timeout_is_counted_with_its_close() {
     assert_eq!(scrape.value("tachyon_connections", &route), 0.0);
     drop(client);
 }
+
+#[tokio::test]
+async fn broadcasts_are_counted_as_sent_to_each_member() {
+    let served = support::serve_tachyon(tour::app()).await;
+    let chat = [("route", "/chat/{room}")];
+    let before = scrape(&served).await;
+    // `a` is in the room once its own message comes back; then `b` joins the same way, and
+    // both get its message. Under `Tachyon::serve` a broadcast to an idle member is written
+    // straight into its socket: those count too.
+    let mut a = raw_connect(&served, "/chat/metrics").await;
+    send_text(&mut a, "a").await;
+    assert_eq!(next_text(&mut a).await, "[metrics] a");
+    let mut b = raw_connect(&served, "/chat/metrics").await;
+    send_text(&mut b, "b").await;
+    assert_eq!(next_text(&mut b).await, "[metrics] b");
+    assert_eq!(next_text(&mut a).await, "[metrics] b");
+    let frame = (2 + "[metrics] a".len()) as f64;
+    let expected = [
+        ("tachyon_messages_received_total", 2.0),
+        ("tachyon_messages_sent_total", 3.0),
+        ("tachyon_bytes_received_total", 2.0 * client_frame("a")),
+        ("tachyon_bytes_sent_total", 3.0 * frame),
+    ];
+    let after = scrape_until(&served, |scrape| {
+        expected
+            .iter()
+            .all(|(name, value)| scrape.value(name, &chat) - before.value(name, &chat) == *value)
+    })
+    .await;
+    for (name, value) in expected {
+        assert_eq!(
+            after.value(name, &chat) - before.value(name, &chat),
+            value,
+            "{name}"
+        );
+    }
+}

@@ -284,8 +284,17 @@ async fn echo_deflate(mut ws: WebSocket) -> tachyon::Result<()> {
     }
 }
 
-/// Serves `kind` on 127.0.0.1 (a port the system picks) until standard input closes.
+/// Serves `kind` on 127.0.0.1 (a port the system picks) until standard input closes. With
+/// `TACHYON_BENCH_PROMETHEUS` set (a bench built with `--features metrics`), every Tachyon
+/// server records into a Prometheus recorder, so that any scenario can run with metrics on.
 pub(crate) async fn serve(kind: ServerKind) -> io::Result<()> {
+    let tachyon = !matches!(
+        kind,
+        ServerKind::Raw | ServerKind::Floor | ServerKind::TachyonMetrics
+    );
+    if tachyon && std::env::var_os("TACHYON_BENCH_PROMETHEUS").is_some() {
+        install_prometheus()?;
+    }
     let app = match kind {
         ServerKind::Raw => axum::Router::new()
             .route("/ws", get(raw_upgrade))

@@ -108,8 +108,8 @@ mod record;
 mod record;
 
 pub(crate) use record::{
-    Broadcast, ConnectionMetrics, Handshake, Open, Tally, member_joined, member_left, resumed,
-    room_closed, room_opened,
+    Broadcast, ConnectionMetrics, Direct, Handshake, Open, Tally, member_joined, member_left,
+    resumed, room_closed, room_opened,
 };
 #[cfg(feature = "redis")]
 pub(crate) use record::{redis_publish_failed, redis_reconnected};

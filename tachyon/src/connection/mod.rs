@@ -355,7 +355,12 @@ impl Shared {
     /// Sends a broadcast's prepared message: straight into the socket when the connection
     /// is idle (nothing queued, the driver not writing; see `direct.rs`), else queued if there is
     /// room. The error carries a copy of the message (the bytes are shared).
-    pub(crate) fn try_send_prepared(&self, prepared: &Arc<Prepared>) -> Result<(), TrySendError> {
+    /// A message written straight in is counted in `direct`.
+    pub(crate) fn try_send_prepared(
+        &self,
+        prepared: &Arc<Prepared>,
+        direct: &mut metrics::Direct,
+    ) -> Result<(), TrySendError> {
         let len = prepared.message().len();
         let mut state = match self.room_for(len) {
             Ok(state) => state,
@@ -369,11 +374,11 @@ impl Shared {
                     Ok(written) if written == frame.len() => {
                         state.direct_generation = generation;
                         drop(state);
-                        self.metrics.sent_directly(written);
+                        direct.sent(&self.metrics, written);
                         return Ok(());
                     }
                     Ok(written) => {
-                        self.metrics.sent_directly(written);
+                        direct.sent(&self.metrics, written);
                         // The driver writes the rest, before anything else.
                         state
                             .queue
@@ -817,7 +822,7 @@ mod tests {
 
     use super::{ConnectionId, Outbound, Prepared, Shared};
     use crate::message::Message;
-    use crate::metrics::ConnectionMetrics;
+    use crate::metrics::{self, ConnectionMetrics};
     use crate::settings::Settings;
 
     /// A connected pair of loopback sockets: the server's side, shared, and the client's.
@@ -866,13 +871,17 @@ mod tests {
         // The driver claimed the socket (it has bytes on their way): the broadcast waits in
         // the queue, and nothing reaches the socket.
         assert!(shared.claim_writer(true));
-        shared.try_send_prepared(&prepared).expect("queued");
+        shared
+            .try_send_prepared(&prepared, &mut metrics::Direct::new())
+            .expect("queued");
         assert!(nothing_written(&client).await);
         assert!(matches!(shared.pop(), Some(Outbound::Prepared(_))));
         // Released with nothing queued: the next broadcast goes straight into the socket, and
         // the queue stays empty.
         assert!(shared.release_writer());
-        shared.try_send_prepared(&prepared).expect("written");
+        shared
+            .try_send_prepared(&prepared, &mut metrics::Direct::new())
+            .expect("written");
         assert_eq!(written(&client).await, 7, "the 7-byte frame of `hello`");
         assert!(shared.pop().is_none());
         // Something queued keeps later broadcasts behind it, in order.
@@ -880,7 +889,7 @@ mod tests {
             .try_send(Message::Text("first".into()))
             .expect("queued");
         shared
-            .try_send_prepared(&prepared)
+            .try_send_prepared(&prepared, &mut metrics::Direct::new())
             .expect("queued behind it");
         assert!(nothing_written(&client).await);
         assert!(matches!(shared.pop(), Some(Outbound::Message(_))));

@@ -30,9 +30,6 @@ impl ConnectionMetrics {
     }
 
     #[inline(always)]
-    pub(crate) fn sent_directly(&self, _bytes: usize) {}
-
-    #[inline(always)]
     pub(crate) fn keepalive_timeout(&self) {}
 
     #[inline(always)]
@@ -75,6 +72,19 @@ pub(crate) struct Open;
 impl Open {
     #[inline(always)]
     pub(crate) fn close(&mut self, _ending: Option<&WebSocketDisconnect>) {}
+}
+
+#[derive(Debug)]
+pub(crate) struct Direct;
+
+impl Direct {
+    #[inline(always)]
+    pub(crate) fn new() -> Self {
+        Self
+    }
+
+    #[inline(always)]
+    pub(crate) fn sent(&mut self, _metrics: &ConnectionMetrics, _bytes: usize) {}
 }
 
 #[derive(Debug)]

@@ -504,6 +504,7 @@ impl<M: Clone + Send + Sync + 'static> Rooms<M> {
             }
         };
         let mut slow = Vec::new();
+        let mut direct = metrics::Direct::new();
         {
             let mut cursor = lock(&cursor);
             cursor.last = replay
@@ -525,6 +526,7 @@ impl<M: Clone + Send + Sync + 'static> Rooms<M> {
                         self.inner.policy,
                         &mut delivery,
                         &mut slow,
+                        &mut direct,
                     );
                 }
             }
@@ -811,8 +813,16 @@ impl<M> Inner<M> {
         let sender = self.read().sender(id).cloned()?;
         let mut delivery = Delivery::default();
         let mut slow = Vec::new();
+        let mut direct = metrics::Direct::new();
         let message = Arc::new(Prepared::new(message.clone()));
-        offer(&sender, &message, policy, &mut delivery, &mut slow);
+        offer(
+            &sender,
+            &message,
+            policy,
+            &mut delivery,
+            &mut slow,
+            &mut direct,
+        );
         delivery.done(broadcast, &slow);
         close_slow(slow);
         Some(delivery)
@@ -839,6 +849,7 @@ impl<M> Inner<M> {
         let broadcast = metrics::Broadcast::start();
         let mut delivery = Delivery::default();
         let mut slow = Vec::new();
+        let mut direct = metrics::Direct::new();
         // Framed (and compressed) once, by the first member's driver that sends it.
         let prepared = Arc::new(Prepared::new(message.clone()));
         {
@@ -849,7 +860,14 @@ impl<M> Inner<M> {
                     continue;
                 }
                 let Some(cursor) = &seat.cursor else {
-                    offer(&seat.sender, &prepared, policy, &mut delivery, &mut slow);
+                    offer(
+                        &seat.sender,
+                        &prepared,
+                        policy,
+                        &mut delivery,
+                        &mut slow,
+                        &mut direct,
+                    );
                     continue;
                 };
                 let mut cursor = lock(cursor);
@@ -861,7 +879,14 @@ impl<M> Inner<M> {
                     }
                     Hold::Live => {
                         if cursor.admits(position) {
-                            offer(&seat.sender, &prepared, policy, &mut delivery, &mut slow);
+                            offer(
+                                &seat.sender,
+                                &prepared,
+                                policy,
+                                &mut delivery,
+                                &mut slow,
+                                &mut direct,
+                            );
                         }
                     }
                 }
@@ -882,13 +907,21 @@ impl<M> Inner<M> {
         let broadcast = metrics::Broadcast::start();
         let mut delivery = Delivery::default();
         let mut slow = Vec::new();
+        let mut direct = metrics::Direct::new();
         // Framed (and compressed) once, by the first member's driver that sends it.
         let prepared = Arc::new(Prepared::new(message.clone()));
         {
             let registry = self.read();
             for (id, seat) in registry.room(room).into_iter().flatten() {
                 if Some(*id) != except {
-                    offer(&seat.sender, &prepared, policy, &mut delivery, &mut slow);
+                    offer(
+                        &seat.sender,
+                        &prepared,
+                        policy,
+                        &mut delivery,
+                        &mut slow,
+                        &mut direct,
+                    );
                 }
             }
         }
@@ -1012,8 +1045,9 @@ fn offer(
     policy: SlowMember,
     delivery: &mut Delivery,
     slow: &mut Vec<Sender>,
+    direct: &mut metrics::Direct,
 ) {
-    match sender.shared().try_send_prepared(message) {
+    match sender.shared().try_send_prepared(message, direct) {
         Ok(()) => delivery.reached += 1,
         Err(error) if error.is_full() => match policy {
             SlowMember::Drop => delivery.dropped += 1,
