@@ -148,11 +148,19 @@ impl Tally {
         if self.received | self.sent | self.bytes_received | self.bytes_sent == 0 {
             return;
         }
-        let due = self
-            .due
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(FLUSH_EVERY)));
-        if due.as_mut().poll(cx).is_ready() {
-            self.flush(metrics);
+        match &mut self.due {
+            // Polled once, so that it wakes the task when due; after that, whatever wakes the
+            // task only asks whether it is due, which is cheaper than polling it again.
+            None => {
+                let mut due = Box::pin(tokio::time::sleep(FLUSH_EVERY));
+                let ready = due.as_mut().poll(cx).is_ready();
+                self.due = Some(due);
+                if ready {
+                    self.flush(metrics);
+                }
+            }
+            Some(due) if due.is_elapsed() => self.flush(metrics),
+            Some(_) => {}
         }
     }
 
