@@ -92,12 +92,22 @@ async fn scrape(served: &Served) -> Scrape {
     Scrape::parse(body)
 }
 
-/// Scrapes until `done` holds (what the server does after a client's last frame takes a
-/// moment), at most for the tests' usual wait.
+/// Scrapes `/metrics` until `done` holds, at most for the tests' usual wait.
 async fn scrape_until(served: &Served, done: impl Fn(&Scrape) -> bool) -> Scrape {
+    until(|| scrape(served), done).await
+}
+
+/// Takes scrapes from `next` until one satisfies `done`, or the tests' usual wait is over, and
+/// returns the last: the caller asserts on it, so a state that never comes fails the test. A
+/// metric is the one thing outside the server that shows it: what the server does after a
+/// client's last frame takes a moment, and a connection adds its counts within a second.
+async fn until<F: Future<Output = Scrape>>(
+    mut next: impl FnMut() -> F,
+    done: impl Fn(&Scrape) -> bool,
+) -> Scrape {
     let deadline = tokio::time::Instant::now() + support::WAIT;
     loop {
-        let scrape = scrape(served).await;
+        let scrape = next().await;
         if done(&scrape) || tokio::time::Instant::now() >= deadline {
             return scrape;
         }
@@ -228,15 +238,11 @@ async fn a_keepalive_timeout_is_counted_with_its_close() {
     ];
     // A client that reads nothing answers no ping.
     let client = raw_connect(&served, "/metrics/keepalive").await;
-    let deadline = tokio::time::Instant::now() + support::WAIT;
-    let scrape = loop {
-        let scrape = Scrape::parse(&prometheus.render());
-        let done = scrape.value("tachyon_closes_total", &closes) == 1.0;
-        if done || tokio::time::Instant::now() >= deadline {
-            break scrape;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let scrape = until(
+        || std::future::ready(Scrape::parse(&prometheus.render())),
+        |scrape| scrape.value("tachyon_closes_total", &closes) == 1.0,
+    )
+    .await;
     assert_eq!(
         scrape.value("tachyon_keepalive_timeouts_total", &route),
         1.0

@@ -11,13 +11,13 @@
 //! loop, one `write_all` each. It does not answer a member's close frame (the harness drops its
 //! members) and has no slow-member policy: a member whose socket is full makes the loop wait.
 
-use std::io::{self, Write};
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 
 use crate::server::FANOUT_MESSAGE;
@@ -31,11 +31,7 @@ type Room = Arc<Mutex<Vec<(u64, OwnedWriteHalf)>>>;
 
 /// Serves the floor on 127.0.0.1 (a port the system picks) until standard input closes.
 pub(crate) async fn serve() -> io::Result<()> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let mut stdout = io::stdout().lock();
-    writeln!(stdout, "listening {}", listener.local_addr()?)?;
-    stdout.flush()?;
-    drop(stdout);
+    let listener = crate::server::announced_listener().await?;
     let mut message = Vec::new();
     wire::encode(
         &mut message,
@@ -58,11 +54,9 @@ pub(crate) async fn serve() -> io::Result<()> {
             });
         }
     };
-    let (mut stdin, mut sink) = (tokio::io::stdin(), tokio::io::sink());
     tokio::select! {
         accepted = accepting => accepted,
-        // Nothing is ever written to it: end of input means the harness is gone.
-        _ = tokio::io::copy(&mut stdin, &mut sink) => Ok(()),
+        () = crate::server::harness_gone() => Ok(()),
     }
 }
 

@@ -349,17 +349,27 @@ fn tachyon_app(rooms: Rooms) -> axum::Router {
 
 /// Serves `app` with Tachyon's own accept loop on 127.0.0.1, until standard input closes.
 async fn serve_tachyon(app: tachyon::Tachyon<Rooms>) -> io::Result<()> {
+    let listener = announced_listener().await?;
+    tokio::select! {
+        served = app.serve_listener(listener, std::future::pending()) => served,
+        () = harness_gone() => Ok(()),
+    }
+}
+
+/// A listener on 127.0.0.1 whose address is printed (`listening ADDR`) for the harness.
+pub(crate) async fn announced_listener() -> io::Result<TcpListener> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let mut stdout = io::stdout().lock();
     writeln!(stdout, "listening {}", listener.local_addr()?)?;
     stdout.flush()?;
-    drop(stdout);
+    Ok(listener)
+}
+
+/// Resolves once standard input closes: nothing is ever written to it, so its end means the
+/// harness is gone.
+pub(crate) async fn harness_gone() {
     let (mut stdin, mut sink) = (tokio::io::stdin(), tokio::io::sink());
-    tokio::select! {
-        served = app.serve_listener(listener, std::future::pending()) => served,
-        // Nothing is ever written to it: end of input means the harness is gone.
-        _ = tokio::io::copy(&mut stdin, &mut sink) => Ok(()),
-    }
+    let _ = tokio::io::copy(&mut stdin, &mut sink).await;
 }
 
 /// The Tachyon server's routes, on `rooms`.
@@ -393,16 +403,10 @@ pub(crate) async fn serve_node(redis: &str, history: bool) -> io::Result<()> {
 }
 
 async fn serve_app(app: axum::Router) -> io::Result<()> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let mut stdout = io::stdout().lock();
-    writeln!(stdout, "listening {}", listener.local_addr()?)?;
-    stdout.flush()?;
-    drop(stdout);
-    let (mut stdin, mut sink) = (tokio::io::stdin(), tokio::io::sink());
+    let listener = announced_listener().await?;
     tokio::select! {
         served = axum::serve(listener, app).into_future() => served,
-        // Nothing is ever written to it: end of input means the harness is gone.
-        _ = tokio::io::copy(&mut stdin, &mut sink) => Ok(()),
+        () = harness_gone() => Ok(()),
     }
 }
 

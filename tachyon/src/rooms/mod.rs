@@ -503,8 +503,8 @@ impl<M: Clone + Send + Sync + 'static> Rooms<M> {
                 )
             }
         };
-        let mut slow = Vec::new();
-        let mut direct = metrics::Direct::new();
+        // The messages held back while it caught up: no broadcast of their own.
+        let mut release = FanOut::release(self.inner.policy);
         {
             let mut cursor = lock(&cursor);
             cursor.last = replay
@@ -517,21 +517,13 @@ impl<M: Clone + Send + Sync + 'static> Rooms<M> {
             sender
                 .shared()
                 .queue_replay(replay.into_iter().map(|(_, message)| message));
-            let mut delivery = Delivery::default();
             for (position, message) in cursor.waiting.take().unwrap_or_default() {
                 if cursor.admits(position) {
-                    offer(
-                        &sender,
-                        &Arc::new(Prepared::new(message)),
-                        self.inner.policy,
-                        &mut delivery,
-                        &mut slow,
-                        &mut direct,
-                    );
+                    release.offer(&sender, &Arc::new(Prepared::new(message)));
                 }
             }
         }
-        close_slow(slow);
+        release.finish();
         recovery
     }
 
@@ -809,23 +801,10 @@ impl<M> Inner<M> {
         policy: SlowMember,
         message: &Message,
     ) -> Option<Delivery> {
-        let broadcast = metrics::Broadcast::start();
+        let mut fan_out = FanOut::broadcast(policy);
         let sender = self.read().sender(id).cloned()?;
-        let mut delivery = Delivery::default();
-        let mut slow = Vec::new();
-        let mut direct = metrics::Direct::new();
-        let message = Arc::new(Prepared::new(message.clone()));
-        offer(
-            &sender,
-            &message,
-            policy,
-            &mut delivery,
-            &mut slow,
-            &mut direct,
-        );
-        delivery.done(broadcast, &slow);
-        close_slow(slow);
-        Some(delivery)
+        fan_out.offer(&sender, &Arc::new(Prepared::new(message.clone())));
+        Some(fan_out.finish())
     }
 
     /// The history of `room`, if the backend keeps it.
@@ -846,10 +825,7 @@ impl<M> Inner<M> {
         position: Position,
         message: &Message,
     ) {
-        let broadcast = metrics::Broadcast::start();
-        let mut delivery = Delivery::default();
-        let mut slow = Vec::new();
-        let mut direct = metrics::Direct::new();
+        let mut fan_out = FanOut::broadcast(policy);
         // Framed (and compressed) once, by the first member's driver that sends it.
         let prepared = Arc::new(Prepared::new(message.clone()));
         {
@@ -860,40 +836,22 @@ impl<M> Inner<M> {
                     continue;
                 }
                 let Some(cursor) = &seat.cursor else {
-                    offer(
-                        &seat.sender,
-                        &prepared,
-                        policy,
-                        &mut delivery,
-                        &mut slow,
-                        &mut direct,
-                    );
+                    fan_out.offer(&seat.sender, &prepared);
                     continue;
                 };
                 let mut cursor = lock(cursor);
                 match cursor.hold(position, message) {
                     Hold::Held => {}
-                    Hold::Full => {
-                        delivery.closed += 1;
-                        slow.push(seat.sender.clone());
-                    }
+                    Hold::Full => fan_out.too_slow(&seat.sender),
                     Hold::Live => {
                         if cursor.admits(position) {
-                            offer(
-                                &seat.sender,
-                                &prepared,
-                                policy,
-                                &mut delivery,
-                                &mut slow,
-                                &mut direct,
-                            );
+                            fan_out.offer(&seat.sender, &prepared);
                         }
                     }
                 }
             }
         }
-        delivery.done(broadcast, &slow);
-        close_slow(slow);
+        fan_out.finish();
     }
 
     /// Offers `message` to this server's members of `room`, but `except`.
@@ -904,30 +862,18 @@ impl<M> Inner<M> {
         policy: SlowMember,
         message: &Message,
     ) -> Delivery {
-        let broadcast = metrics::Broadcast::start();
-        let mut delivery = Delivery::default();
-        let mut slow = Vec::new();
-        let mut direct = metrics::Direct::new();
+        let mut fan_out = FanOut::broadcast(policy);
         // Framed (and compressed) once, by the first member's driver that sends it.
         let prepared = Arc::new(Prepared::new(message.clone()));
         {
             let registry = self.read();
             for (id, seat) in registry.room(room).into_iter().flatten() {
                 if Some(*id) != except {
-                    offer(
-                        &seat.sender,
-                        &prepared,
-                        policy,
-                        &mut delivery,
-                        &mut slow,
-                        &mut direct,
-                    );
+                    fan_out.offer(&seat.sender, &prepared);
                 }
             }
         }
-        delivery.done(broadcast, &slow);
-        close_slow(slow);
-        delivery
+        fan_out.finish()
     }
 }
 
@@ -1039,25 +985,65 @@ fn leave_all_of<M: Clone + Send + Sync + 'static>(rooms: &Weak<Inner<M>>, id: Co
 
 /// Offers `message` to one member; a full queue meets `policy` (a member to close is collected,
 /// to be closed once no lock is held).
-fn offer(
-    sender: &Sender,
-    message: &Arc<Prepared>,
+/// One fan-out of a message to this server's members: what it delivered, the members to close
+/// as too slow (closed once no lock is held, by [`finish`](Self::finish)), and what it records.
+struct FanOut {
     policy: SlowMember,
-    delivery: &mut Delivery,
-    slow: &mut Vec<Sender>,
-    direct: &mut metrics::Direct,
-) {
-    match sender.shared().try_send_prepared(message, direct) {
-        Ok(()) => delivery.reached += 1,
-        Err(error) if error.is_full() => match policy {
-            SlowMember::Drop => delivery.dropped += 1,
-            SlowMember::Close => {
-                delivery.closed += 1;
-                slow.push(sender.clone());
-            }
-        },
-        // Closing already: it is on its way out of the room.
-        Err(_) => delivery.closed += 1,
+    delivery: Delivery,
+    slow: Vec<Sender>,
+    /// What went straight into members' sockets, counted when this is dropped.
+    direct: metrics::Direct,
+    /// `None` for messages released to one member after its catch-up, which are no broadcast.
+    broadcast: Option<metrics::Broadcast>,
+}
+
+impl FanOut {
+    /// A broadcast (or a message to one member), recorded as one when it finishes.
+    fn broadcast(policy: SlowMember) -> Self {
+        Self::new(policy, Some(metrics::Broadcast::start()))
+    }
+
+    /// Messages held back for a member that caught up, now let through.
+    fn release(policy: SlowMember) -> Self {
+        Self::new(policy, None)
+    }
+
+    fn new(policy: SlowMember, broadcast: Option<metrics::Broadcast>) -> Self {
+        Self {
+            policy,
+            delivery: Delivery::default(),
+            slow: Vec::new(),
+            direct: metrics::Direct::new(),
+            broadcast,
+        }
+    }
+
+    /// Offers `message` to one member; a full queue meets the policy.
+    fn offer(&mut self, sender: &Sender, message: &Arc<Prepared>) {
+        match sender.shared().try_send_prepared(message, &mut self.direct) {
+            Ok(()) => self.delivery.reached += 1,
+            Err(error) if error.is_full() => match self.policy {
+                SlowMember::Drop => self.delivery.dropped += 1,
+                SlowMember::Close => self.too_slow(sender),
+            },
+            // Closing already: it is on its way out of the room.
+            Err(_) => self.delivery.closed += 1,
+        }
+    }
+
+    /// A member to close as too slow.
+    fn too_slow(&mut self, sender: &Sender) {
+        self.delivery.closed += 1;
+        self.slow.push(sender.clone());
+    }
+
+    /// Records the broadcast, closes the members that were too slow, and says what it did.
+    fn finish(self) -> Delivery {
+        if let Some(broadcast) = self.broadcast {
+            self.delivery.done(broadcast, &self.slow);
+        }
+        close_slow(self.slow);
+        self.delivery
     }
 }
 
