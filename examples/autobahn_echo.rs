@@ -6,8 +6,9 @@
 //! every message a client compresses is answered compressed; `--no-deflate` turns it off, and
 //! `--context-takeover` keeps the compression context between messages where the client allows.
 //! `scripts/autobahn` builds it, runs the fuzzing-client cases against it (both ways) and stops
-//! it; by hand: `cargo run --release --example autobahn_echo -- --addr 127.0.0.1:9001`. Ctrl-C
-//! or SIGTERM shuts it down gracefully.
+//! it; by hand: `cargo run --release -p tachyon-bench --example autobahn_echo -- --addr
+//! 127.0.0.1:9001` (it is built by the benchmark package, with the harness). Ctrl-C or SIGTERM
+//! shuts it down gracefully.
 
 use std::net::SocketAddr;
 
