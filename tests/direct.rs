@@ -1,17 +1,54 @@
-//! Broadcasts written straight into idle members' sockets (connections served by
-//! `Tachyon::serve` over HTTP/1.1): the order each member sees is the order sends were issued,
-//! whichever way each message went (straight, queued, or written in part then finished by the
-//! connection), and frames never interleave.
+//! Broadcasts written straight into idle members' connections over HTTP/1.1, served by
+//! `Tachyon::serve` (into the TCP socket) and by `axum::serve` (into the upgraded connection,
+//! under its lock): a broadcast reaches an idle member without its task running; the order each
+//! member sees is the order sends were issued, whichever way each message went (straight,
+//! queued, or written in part then finished by the connection), and frames never interleave.
 
 mod support;
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::State;
 use futures_util::{SinkExt, StreamExt};
 use tachyon::rooms::SlowMember;
 use tachyon::{ConnectionId, Rooms, Settings, Tachyon, WebSocket, websocket};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WireMessage;
+use tokio_tungstenite::tungstenite::protocol::Role;
 
-use support::{raw_connect, within};
+use support::{Served, raw_connect, within};
+
+/// The two servers whose connections broadcasters write into.
+#[derive(Debug, Clone, Copy)]
+enum Server {
+    Tachyon,
+    Axum,
+}
+
+async fn serve<S: Clone + Send + Sync + 'static>(server: Server, app: Tachyon<S>) -> Served {
+    match server {
+        Server::Tachyon => support::serve_tachyon(app).await,
+        Server::Axum => support::serve(app).await,
+    }
+}
+
+/// Runs a case once per server.
+macro_rules! on_both_servers {
+    ($case:ident: $tachyon:ident, $axum:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $tachyon() {
+            $case(Server::Tachyon).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $axum() {
+            $case(Server::Axum).await;
+        }
+    };
+}
 
 /// Joins "all", says so, then reads until the client leaves.
 #[websocket("/member", queue_bytes = 64 * 1024 * 1024, queue_messages = 100_000)]
@@ -24,7 +61,9 @@ async fn member(mut ws: WebSocket, State(rooms): State<Rooms>) -> tachyon::Resul
 }
 
 /// Waits for the member to be in the room; returns its id.
-async fn joined(client: &mut support::Client) -> ConnectionId {
+async fn joined<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut WebSocketStream<S>,
+) -> ConnectionId {
     match within("the join", client.next()).await {
         Some(Ok(WireMessage::Text(text))) => text
             .as_str()
@@ -35,17 +74,19 @@ async fn joined(client: &mut support::Client) -> ConnectionId {
     }
 }
 
-async fn next_text(client: &mut support::Client) -> String {
+async fn next_text<S: AsyncRead + AsyncWrite + Unpin>(client: &mut WebSocketStream<S>) -> String {
     match within("a message", client.next()).await {
         Some(Ok(WireMessage::Text(text))) => text.as_str().to_owned(),
         other => panic!("expected text, got {other:?}"),
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn broadcasts_and_direct_sends_arrive_in_the_order_issued() {
+on_both_servers!(in_order: in_the_order_issued_under_tachyon_serve, in_the_order_issued_under_axum_serve);
+
+/// Broadcasts and direct sends arrive in the order issued.
+async fn in_order(server: Server) {
     let rooms = Rooms::new();
-    let served = support::serve_tachyon(Tachyon::with_state(rooms.clone()).websocket(member)).await;
+    let served = serve(server, Tachyon::with_state(rooms.clone()).websocket(member)).await;
     let mut clients = Vec::new();
     for _ in 0..3 {
         let mut client = raw_connect(&served, "/member").await;
@@ -79,13 +120,18 @@ async fn broadcasts_and_direct_sends_arrive_in_the_order_issued() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_that_stops_reading_gets_every_frame_whole_once_it_reads_again() {
+on_both_servers!(
+    whole_frames: frames_stay_whole_under_tachyon_serve,
+    frames_stay_whole_under_axum_serve
+);
+
+/// A member that stops reading gets every frame whole once it reads again.
+async fn whole_frames(server: Server) {
     let rooms = Rooms::builder().slow_member(SlowMember::Drop).build();
     let app = Tachyon::with_state(rooms.clone())
         .settings(Settings::new().keepalive_interval(None))
         .websocket(member);
-    let served = support::serve_tachyon(app).await;
+    let served = serve(server, app).await;
     let mut client = raw_connect(&served, "/member").await;
     joined(&mut client).await;
     // The client reads nothing while 100 messages of 64 KiB go out: the socket's buffers fill,
@@ -136,13 +182,18 @@ async fn stuck(mut ws: WebSocket, State(rooms): State<Rooms>) -> tachyon::Result
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_whose_socket_and_queue_are_full_is_closed_and_the_broadcast_goes_on() {
+on_both_servers!(
+    full: a_full_member_is_closed_under_tachyon_serve,
+    a_full_member_is_closed_under_axum_serve
+);
+
+/// A member whose socket and queue are full is closed, and the broadcast goes on.
+async fn full(server: Server) {
     let rooms = Rooms::new();
     let app = Tachyon::with_state(rooms.clone())
         .settings(Settings::new().keepalive_interval(None))
         .websocket(stuck);
-    let served = support::serve_tachyon(app).await;
+    let served = serve(server, app).await;
     let mut client = raw_connect(&served, "/stuck").await;
     joined(&mut client).await;
     // The client reads nothing: the socket's buffers fill, then the queue's 8 places; the next
@@ -182,4 +233,88 @@ async fn a_member_whose_socket_and_queue_are_full_is_closed_and_the_broadcast_go
         }
     }
     assert!(got >= 8 && got <= sent, "{got} of {sent} messages arrived");
+}
+
+/// The member's handler blocks its task (so its connection's driver cannot run either) until the
+/// test lets it go, once the client asks.
+#[websocket("/held")]
+async fn held(
+    mut ws: WebSocket,
+    State((rooms, hold)): State<(Rooms, Hold)>,
+) -> tachyon::Result<()> {
+    ws.accept().await?;
+    rooms.join("all", &ws)?;
+    ws.send_text(format!("joined {}", ws.id())).await?;
+    ws.receive_text().await?;
+    tokio::task::block_in_place(|| {
+        let (entered, release) = &*hold.lock().expect("the hold");
+        entered.send(()).expect("the test waits");
+        release.recv_timeout(Duration::from_secs(30))
+    })
+    .expect("released");
+    while ws.receive().await.is_ok() {}
+    Ok(())
+}
+
+/// The handler's side of the hold: it says it holds, then waits to be released.
+type Hold = Arc<Mutex<(mpsc::Sender<()>, mpsc::Receiver<()>)>>;
+
+on_both_servers!(
+    without_its_task: reaches_a_held_member_under_tachyon_serve,
+    reaches_a_held_member_under_axum_serve
+);
+
+/// A broadcast reaches an idle member while the member's task cannot run: the broadcaster wrote
+/// it into the connection itself (a queued message would wait for the task).
+async fn without_its_task(server: Server) {
+    let rooms = Rooms::new();
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel();
+    let hold: Hold = Arc::new(Mutex::new((entered_tx, release_rx)));
+    let app = Tachyon::with_state((rooms.clone(), hold)).websocket(held);
+    let served = serve(server, app).await;
+    let mut client = raw_connect(&served, "/held").await;
+    joined(&mut client).await;
+    within("asking to hold", client.send(WireMessage::text("hold")))
+        .await
+        .expect("send");
+    within(
+        "the handler holding",
+        tokio::task::spawn_blocking(move || entered.recv_timeout(Duration::from_secs(10))),
+    )
+    .await
+    .expect("the wait")
+    .expect("the handler holds its task");
+    assert_eq!(rooms.to("all").send("while held").reached(), 1);
+    assert_eq!(next_text(&mut client).await, "while held");
+    release.send(()).expect("the handler waits");
+    let _ = within("closing", client.close(None)).await;
+}
+
+/// A member on an HTTP/2 stream (whose socket is the whole connection's) gets broadcasts
+/// through its queue, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_on_an_http2_stream_gets_every_broadcast_in_order() {
+    let rooms = Rooms::new();
+    let served = support::serve(Tachyon::with_state(rooms.clone()).websocket(member)).await;
+    let (mut response, driver) = support::http2_handshake(served.addr, "/member", None).await;
+    assert_eq!(response.status(), axum::http::StatusCode::OK);
+    let upgraded = within("the upgrade", hyper::upgrade::on(&mut response))
+        .await
+        .expect("upgraded");
+    let mut client = WebSocketStream::from_raw_socket(
+        hyper_util::rt::TokioIo::new(upgraded),
+        Role::Client,
+        None,
+    )
+    .await;
+    joined(&mut client).await;
+    for i in 0..200 {
+        assert_eq!(rooms.to("all").send(format!("broadcast {i}")).reached(), 1);
+    }
+    for i in 0..200 {
+        assert_eq!(next_text(&mut client).await, format!("broadcast {i}"));
+    }
+    let _ = within("closing", client.close(None)).await;
+    driver.abort();
 }

@@ -5,9 +5,10 @@
 //! - **floor**: [`crate::floor`], the cheapest correct broadcast (pre-framed bytes written to
 //!   each member's socket in a plain loop, one write each);
 //! - **tachyon**: the Tachyon server's `Rooms`, served by `axum::serve` as in the other
-//!   scenarios;
+//!   scenarios, where rooms write a broadcast straight into an idle member's upgraded
+//!   connection, under its lock;
 //! - **tachyon-serve**: the same app served by `Tachyon::serve`'s accept loop (as the README
-//!   serves it), where rooms write a broadcast straight into an idle member's socket.
+//!   serves it), where rooms write a broadcast straight into an idle member's TCP socket.
 //!
 //! Each run measures [`SINGLES`] single messages to every member, one at a time (the median
 //! time until the last member has one, and the server's and this client's CPU time per
@@ -178,7 +179,7 @@ const ROWS: &[Compared] = &[
         (TACHYON, BURST_SERVER_CPU),
     ),
     // The same app served by `Tachyon::serve`'s accept loop, where rooms write a broadcast
-    // straight into an idle member's socket.
+    // straight into an idle member's TCP socket.
     compared(
         "fan-out single server cpu (floor vs tachyon-serve)",
         "us/deliv",

@@ -52,7 +52,8 @@ pub(crate) enum ServerKind {
     Floor,
     /// The Tachyon server served by Tachyon's own accept loop (`Tachyon::serve_listener`, what
     /// `Tachyon::serve` runs) instead of `axum::serve`: rooms write broadcasts straight into
-    /// idle members' sockets there (the fan-out scenario's fourth side).
+    /// idle members' TCP sockets there, instead of into their upgraded connections under a lock
+    /// (the fan-out scenario's fourth side).
     TachyonServe,
     /// The Tachyon server with Tachyon's `metrics` feature on and a Prometheus recorder
     /// installed (the echo-metrics scenario's "on" side; a bench built with `--features

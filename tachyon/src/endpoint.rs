@@ -26,7 +26,7 @@ use tracing::{Instrument, Span};
 use tungstenite::handshake::derive_accept_key;
 
 use crate::connection::deflate::{Agreed, Offer};
-use crate::connection::direct::DirectSocket;
+use crate::connection::direct::{Direct, DirectSocket, Io};
 use crate::connection::driver::{Driver, Run, Socket};
 use crate::connection::outcome::Outcome;
 use crate::connection::read_ahead::ReadAhead;
@@ -457,7 +457,7 @@ impl Upgraded {
         self: Box<Self>,
         socket: Socket,
         deflate: Option<Agreed>,
-        direct: Option<Arc<TcpStream>>,
+        direct: Option<Direct>,
         handler_socket: Option<oneshot::Sender<Sender>>,
         handler: H,
     ) -> Run<H, (connection::Live, Option<Registration>, Admission)>
@@ -512,7 +512,7 @@ impl Upgrade {
     /// builds it; `callback` runs with the socket in a task of its own once the upgrade is done.
     fn respond<C, Fut>(self, accept: Accept, config: &Config, span: Span, callback: C) -> Response
     where
-        C: FnOnce(Socket, Option<Agreed>, Option<Arc<TcpStream>>) -> Fut + Send + 'static,
+        C: FnOnce(Socket, Option<Agreed>, Option<Direct>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let Self {
@@ -525,6 +525,12 @@ impl Upgrade {
             .zip(config.deflate.as_ref())
             .map(|(offer, settings)| offer.accept(settings));
         let agreed = deflate.as_ref().map(|(agreed, _)| *agreed);
+        // Broadcasters write into the upgraded IO under a lock unless they reach the TCP socket
+        // itself, the connection is an HTTP/2 stream, or every frame goes through the
+        // connection's own compressor (see `direct.rs`).
+        let lock = direct.is_none()
+            && accept_key.is_some()
+            && !agreed.is_some_and(|agreed| agreed.server_takeover);
         tokio::spawn(
             async move {
                 let upgraded = match on_upgrade.await {
@@ -537,7 +543,11 @@ impl Upgrade {
                         return;
                     }
                 };
-                callback(ReadAhead::new(TokioIo::new(upgraded)), agreed, direct).await;
+                let (io, direct) = match direct {
+                    Some(socket) => (Io::Owned(TokioIo::new(upgraded)), Some(Direct::Tcp(socket))),
+                    None => Io::new(upgraded, lock),
+                };
+                callback(ReadAhead::new(io), agreed, direct).await;
             }
             .instrument(span),
         );

@@ -14,16 +14,27 @@
 //! the fan-out benchmark (a room of 10,000): one write per message made a burst of 100 cost
 //! 13 µs of server CPU per delivery, against 1.5 µs queued.
 //!
-//! This needs the TCP socket itself, which hyper hides after an upgrade: connections
-//! served by [`Tachyon::serve`](crate::Tachyon::serve) over HTTP/1.1 share theirs ([`SharedTcp`]
-//! under hyper, [`DirectSocket`] in the request); other connections (HTTP/2, TLS, plain
-//! `axum::serve`) always go through the queue.
+//! Two ways in, both over HTTP/1.1 only ([`Direct`]):
+//! - connections served by [`Tachyon::serve`](crate::Tachyon::serve) share their TCP socket
+//!   ([`SharedTcp`] under hyper, [`DirectSocket`] in the request), which tokio writes through a
+//!   shared reference (`try_write`), beside the driver's reads;
+//! - connections served by anything else (`axum::serve`, a TLS server) get their upgraded IO
+//!   behind a lock ([`Io::Locked`]): the driver takes it for each read and write, a broadcaster
+//!   only tries it (a driver that holds it is busy: the broadcast is queued). The broadcaster
+//!   writes with a waker that does nothing, so it leaves nothing to wake: on `Pending` the message
+//!   is queued and the driver woken, which writes with its own waker; bytes an IO took but still
+//!   holds (TLS) are flushed by the driver ([`Outbound::Flush`](super::Outbound::Flush)).
+//!
+//! HTTP/2 streams always go through the queue: their socket is the whole connection's.
 
+use std::future::Future;
 use std::io::{self, IoSlice};
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::pin::{Pin, pin};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::task::{Context, Poll, Waker, ready};
 
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -109,4 +120,154 @@ impl AsyncWrite for SharedTcp {
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(socket2::SockRef::from(&*self.0).shutdown(std::net::Shutdown::Write))
     }
+}
+
+/// The upgraded connection as the driver reads and writes it.
+#[derive(Debug)]
+pub(crate) enum Io {
+    /// Only the driver touches it (HTTP/2; a deflate context kept between messages; or a
+    /// socket a broadcaster reaches another way, [`Direct::Tcp`]).
+    Owned(TokioIo<Upgraded>),
+    /// A broadcaster may write into it too ([`Direct::Locked`]): each call takes the lock.
+    Locked(Arc<Mutex<TokioIo<Upgraded>>>),
+}
+
+impl Io {
+    /// `upgraded`, locked if broadcasters are to write into it: then also what they write with.
+    pub(crate) fn new(upgraded: Upgraded, shared: bool) -> (Self, Option<Direct>) {
+        let io = TokioIo::new(upgraded);
+        if !shared {
+            return (Self::Owned(io), None);
+        }
+        let locked = Arc::new(Mutex::new(io));
+        let direct = Direct::Locked(Arc::clone(&locked) as Arc<Mutex<dyn Write>>);
+        (Self::Locked(locked), Some(direct))
+    }
+
+    /// Calls `f` on the IO, under its lock if it has one.
+    fn with<T>(&mut self, f: impl FnOnce(Pin<&mut TokioIo<Upgraded>>) -> T) -> T {
+        match self {
+            Self::Owned(io) => f(Pin::new(io)),
+            Self::Locked(locked) => f(Pin::new(&mut *lock(locked))),
+        }
+    }
+}
+
+/// Locks `mutex`; nothing panics while holding it, so a poisoned one is whole.
+fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.get_mut().with(|io| io.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().with(|io| io.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().with(|io| io.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Owned(io) => io.is_write_vectored(),
+            Self::Locked(locked) => lock(locked).is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().with(|io| io.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().with(|io| io.poll_shutdown(cx))
+    }
+}
+
+/// What a broadcaster writes through when it writes into [`Io::Locked`].
+pub(crate) trait Write: AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncWrite + Send + Unpin> Write for T {}
+
+/// How a broadcaster writes straight into a member's connection.
+pub(crate) enum Direct {
+    /// The TCP socket, shared with hyper ([`SharedTcp`]).
+    Tcp(Arc<TcpStream>),
+    /// The upgraded IO, behind the lock the driver takes too ([`Io::Locked`]).
+    Locked(Arc<Mutex<dyn Write>>),
+}
+
+impl std::fmt::Debug for Direct {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(socket) => f.debug_tuple("Tcp").field(socket).finish(),
+            Self::Locked(_) => f.write_str("Locked"),
+        }
+    }
+}
+
+/// What one write straight into a connection did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Written {
+    /// How much of the frame the connection took.
+    pub(crate) bytes: usize,
+    /// Some of it may still wait in the IO (TLS): the driver must flush it.
+    pub(crate) unflushed: bool,
+}
+
+impl Direct {
+    /// Writes what the connection takes of `frame` now, without blocking and without leaving a
+    /// waker behind; `WouldBlock` if it takes nothing now (its socket is full, or its driver is
+    /// reading or writing through the lock).
+    pub(crate) fn try_write(&self, frame: &[u8]) -> io::Result<Written> {
+        let locked = match self {
+            Self::Tcp(socket) => {
+                return socket.try_write(frame).map(|bytes| Written {
+                    bytes,
+                    unflushed: false,
+                });
+            }
+            Self::Locked(locked) => locked,
+        };
+        let mut io = match locked.try_lock() {
+            Ok(io) => io,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return Err(io::ErrorKind::WouldBlock.into()),
+        };
+        let bytes = match poll_once(|cx| Pin::new(&mut *io).poll_write(cx, frame)) {
+            Poll::Ready(result) => result?,
+            Poll::Pending => return Err(io::ErrorKind::WouldBlock.into()),
+        };
+        // Flushed now if it can be (a plain socket always is); else the driver flushes.
+        let unflushed = !matches!(
+            poll_once(|cx| Pin::new(&mut *io).poll_flush(cx)),
+            Poll::Ready(Ok(()))
+        );
+        Ok(Written { bytes, unflushed })
+    }
+}
+
+/// Polls `poll` once with a waker that does nothing, outside tokio's cooperative budget: a
+/// broadcast to thousands of members in one task would otherwise exhaust it, and every write
+/// after that would return `Pending` (so be queued) whatever the socket could take.
+fn poll_once<T>(poll: impl FnMut(&mut Context<'_>) -> Poll<T>) -> Poll<T> {
+    let mut cx = Context::from_waker(Waker::noop());
+    pin!(tokio::task::unconstrained(std::future::poll_fn(poll))).poll(&mut cx)
 }

@@ -10,11 +10,10 @@ use std::task::{Context, Poll};
 
 use axum::body::Bytes;
 use axum::http::Uri;
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWrite;
 
 use super::deflate::Agreed;
+use super::direct::Io;
 use super::frame::{self, Violation};
 use super::keepalive::{Due, Keepalive};
 use super::outcome::Outcome;
@@ -43,8 +42,9 @@ enum Phase {
     Done,
 }
 
-/// An accepted connection's socket: the upgraded HTTP connection, read through [`ReadAhead`].
-pub(crate) type Socket = ReadAhead<TokioIo<Upgraded>>;
+/// An accepted connection's socket: the upgraded HTTP connection (locked if broadcasters write
+/// into it too, see `direct.rs`), read through [`ReadAhead`].
+pub(crate) type Socket = ReadAhead<Io>;
 
 /// A control frame the driver sends before the queue.
 #[derive(Debug)]
@@ -205,6 +205,7 @@ impl Driver {
                         self.output.push_prepared(&prepared);
                     }
                     Some(Outbound::Rest(rest)) => self.output.push_bytes(rest),
+                    Some(Outbound::Flush) => self.unflushed = true,
                     Some(Outbound::Close(code, reason)) => {
                         let payload = frame::close_payload(code.as_u16(), &reason);
                         self.output.push_control(frame::CLOSE, &payload);

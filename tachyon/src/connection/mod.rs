@@ -61,7 +61,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use futures_util::task::AtomicWaker;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 
@@ -184,6 +183,9 @@ pub(crate) enum Outbound {
     /// The end of a frame a broadcaster wrote into the socket in part (`direct.rs`): it goes
     /// before anything else.
     Rest(axum::body::Bytes),
+    /// A broadcaster wrote a whole frame, but the IO may still hold some of it (TLS): the
+    /// driver flushes it.
+    Flush,
     /// The close frame: its code and reason (cut to fit).
     Close(CloseCode, String),
 }
@@ -194,7 +196,7 @@ impl Outbound {
         match self {
             Self::Message(message) => message.len(),
             Self::Prepared(prepared) => prepared.message().len(),
-            Self::Replay(_) | Self::Rest(_) | Self::Close(..) => 0,
+            Self::Replay(_) | Self::Rest(_) | Self::Flush | Self::Close(..) => 0,
         }
     }
 }
@@ -225,8 +227,8 @@ struct State {
     replays: usize,
     /// A sender found the queue full and waits for room.
     blocked: bool,
-    /// The connection's TCP socket, while a broadcaster may write into it (`direct.rs`).
-    direct: Option<Arc<TcpStream>>,
+    /// How a broadcaster writes into the connection, while it may (`direct.rs`).
+    direct: Option<direct::Direct>,
     /// The driver claimed the socket for writing: it has (or is about to have) bytes on their
     /// way, so nobody else writes into it.
     writing: bool,
@@ -271,12 +273,12 @@ thread_local! {
 }
 
 impl Shared {
-    /// `direct`: the TCP socket, if broadcasters may write into it; `deflate`: what the
+    /// `direct`: how broadcasters write into the connection, if they may; `deflate`: what the
     /// connection agreed to.
     pub(crate) fn new(
         config: &Config,
         id: ConnectionId,
-        direct: Option<Arc<TcpStream>>,
+        direct: Option<direct::Direct>,
         deflate: Option<Agreed>,
         metrics: ConnectionMetrics,
     ) -> Arc<Self> {
@@ -367,22 +369,24 @@ impl Shared {
             Err(refused) => return Err(refused.into_error(prepared.message().clone())),
         };
         let generation = generation();
-        if let Some(socket) = state.direct.as_deref().filter(|_| state.queue.is_empty()) {
+        if let Some(socket) = state.direct.as_ref().filter(|_| state.queue.is_empty()) {
             if !state.writing && state.direct_generation != generation {
                 let frame = prepared.frame_for(self.deflate);
                 match socket.try_write(&frame) {
-                    Ok(written) if written == frame.len() => {
+                    Ok(written) if written.bytes == frame.len() && !written.unflushed => {
                         state.direct_generation = generation;
                         drop(state);
-                        direct.sent(&self.metrics, written);
+                        direct.sent(&self.metrics, written.bytes);
                         return Ok(());
                     }
                     Ok(written) => {
-                        direct.sent(&self.metrics, written);
-                        // The driver writes the rest, before anything else.
-                        state
-                            .queue
-                            .push_back(Outbound::Rest(frame.slice(written..)));
+                        direct.sent(&self.metrics, written.bytes);
+                        // The driver writes the rest, before anything else, or flushes.
+                        state.queue.push_back(if written.bytes < frame.len() {
+                            Outbound::Rest(frame.slice(written.bytes..))
+                        } else {
+                            Outbound::Flush
+                        });
                         drop(state);
                         self.wake_driver();
                         return Ok(());
@@ -818,8 +822,11 @@ impl Drop for Polling {
 #[cfg(test)]
 #[allow(clippy::expect_used)]
 mod tests {
-    use std::sync::Arc;
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll};
 
+    use super::direct::{Direct, Write};
     use super::{ConnectionId, Outbound, Prepared, Shared};
     use crate::message::Message;
     use crate::metrics::{self, ConnectionMetrics};
@@ -856,25 +863,33 @@ mod tests {
         read_within(client, std::time::Duration::from_secs(10)).await
     }
 
-    #[tokio::test]
-    async fn a_broadcast_is_written_straight_only_while_the_driver_does_not_write() {
-        let (server, client) = pair().await;
-        let shared = Shared::new(
+    fn shared_with(direct: Direct) -> Arc<Shared> {
+        Shared::new(
             &Settings::new().resolve(),
             ConnectionId::next(),
-            Some(server),
+            Some(direct),
             None,
             ConnectionMetrics::new("/test"),
-        );
-        let prepared = Arc::new(Prepared::new(Message::Text("hello".into())));
+        )
+    }
 
+    fn hello() -> Arc<Prepared> {
+        Arc::new(Prepared::new(Message::Text("hello".into())))
+    }
+
+    /// What every way of writing straight in must do: write only while the driver does not.
+    async fn written_straight_only_while_the_driver_does_not_write(
+        shared: &Shared,
+        client: &tokio::net::TcpStream,
+    ) {
+        let prepared = hello();
         // The driver claimed the socket (it has bytes on their way): the broadcast waits in
         // the queue, and nothing reaches the socket.
         assert!(shared.claim_writer(true));
         shared
             .try_send_prepared(&prepared, &mut metrics::Direct::new())
             .expect("queued");
-        assert!(nothing_written(&client).await);
+        assert!(nothing_written(client).await);
         assert!(matches!(shared.pop(), Some(Outbound::Prepared(_))));
         // Released with nothing queued: the next broadcast goes straight into the socket, and
         // the queue stays empty.
@@ -882,7 +897,7 @@ mod tests {
         shared
             .try_send_prepared(&prepared, &mut metrics::Direct::new())
             .expect("written");
-        assert_eq!(written(&client).await, 7, "the 7-byte frame of `hello`");
+        assert_eq!(written(client).await, 7, "the 7-byte frame of `hello`");
         assert!(shared.pop().is_none());
         // Something queued keeps later broadcasts behind it, in order.
         shared
@@ -891,8 +906,80 @@ mod tests {
         shared
             .try_send_prepared(&prepared, &mut metrics::Direct::new())
             .expect("queued behind it");
-        assert!(nothing_written(&client).await);
+        assert!(nothing_written(client).await);
         assert!(matches!(shared.pop(), Some(Outbound::Message(_))));
+        assert!(matches!(shared.pop(), Some(Outbound::Prepared(_))));
+    }
+
+    #[tokio::test]
+    async fn shared_tcp_is_written_straight_only_while_the_driver_does_not_write() {
+        let (server, client) = pair().await;
+        let shared = shared_with(Direct::Tcp(server));
+        written_straight_only_while_the_driver_does_not_write(&shared, &client).await;
+    }
+
+    #[tokio::test]
+    async fn a_locked_io_is_written_straight_only_while_the_driver_neither_writes_nor_holds_it() {
+        let (server, client) = pair().await;
+        let server = Arc::into_inner(server).expect("the only handle");
+        let locked: Arc<Mutex<dyn Write>> = Arc::new(Mutex::new(server));
+        let shared = shared_with(Direct::Locked(Arc::clone(&locked)));
+        written_straight_only_while_the_driver_does_not_write(&shared, &client).await;
+        // The driver reads or writes through the lock: the broadcast is queued, not waited for.
+        let held = locked.lock().expect("lock");
+        shared
+            .try_send_prepared(&hello(), &mut metrics::Direct::new())
+            .expect("queued");
+        drop(held);
+        assert!(nothing_written(&client).await);
+        assert!(matches!(shared.pop(), Some(Outbound::Prepared(_))));
+    }
+
+    /// An IO that takes what it is given and then holds it until flushed, like TLS's, or that
+    /// cannot take anything now.
+    struct Holding {
+        takes: bool,
+    }
+
+    impl tokio::io::AsyncWrite for Holding {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            if self.takes {
+                Poll::Ready(Ok(buf.len()))
+            } else {
+                Poll::Pending
+            }
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Pending
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    #[test]
+    fn a_locked_io_flushed_later_is_left_to_the_driver_and_one_that_refuses_queues() {
+        let shared = shared_with(Direct::Locked(Arc::new(Mutex::new(Holding {
+            takes: true,
+        }))));
+        shared
+            .try_send_prepared(&hello(), &mut metrics::Direct::new())
+            .expect("written");
+        assert!(matches!(shared.pop(), Some(Outbound::Flush)));
+        assert!(shared.pop().is_none());
+
+        let shared = shared_with(Direct::Locked(Arc::new(Mutex::new(Holding {
+            takes: false,
+        }))));
+        shared
+            .try_send_prepared(&hello(), &mut metrics::Direct::new())
+            .expect("queued");
         assert!(matches!(shared.pop(), Some(Outbound::Prepared(_))));
     }
 
