@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
+use futures_util::Stream;
 use futures_util::{SinkExt, StreamExt};
 use tachyon::rooms::SlowMember;
 use tachyon::{ConnectionId, Rooms, Settings, Tachyon, WebSocket, websocket};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message as WireMessage;
 use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WireMessage};
 
 use support::{Served, raw_connect, within};
 
@@ -35,15 +35,21 @@ async fn serve<S: Clone + Send + Sync + 'static>(server: Server, app: Tachyon<S>
     }
 }
 
-/// Runs a case once per server.
+/// Runs a case once per server, on two worker threads unless told `current_thread`.
 macro_rules! on_both_servers {
     ($case:ident: $tachyon:ident, $axum:ident) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        on_both_servers!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] $case: $tachyon, $axum);
+    };
+    (current_thread $case:ident: $tachyon:ident, $axum:ident) => {
+        on_both_servers!(#[tokio::test] $case: $tachyon, $axum);
+    };
+    (#[$test:meta] $case:ident: $tachyon:ident, $axum:ident) => {
+        #[$test]
         async fn $tachyon() {
             $case(Server::Tachyon).await;
         }
 
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        #[$test]
         async fn $axum() {
             $case(Server::Axum).await;
         }
@@ -61,8 +67,8 @@ async fn member(mut ws: WebSocket, State(rooms): State<Rooms>) -> tachyon::Resul
 }
 
 /// Waits for the member to be in the room; returns its id.
-async fn joined<S: AsyncRead + AsyncWrite + Unpin>(
-    client: &mut WebSocketStream<S>,
+async fn joined(
+    client: &mut (impl Stream<Item = Result<WireMessage, WsError>> + Unpin),
 ) -> ConnectionId {
     match within("the join", client.next()).await {
         Some(Ok(WireMessage::Text(text))) => text
@@ -74,7 +80,9 @@ async fn joined<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-async fn next_text<S: AsyncRead + AsyncWrite + Unpin>(client: &mut WebSocketStream<S>) -> String {
+async fn next_text(
+    client: &mut (impl Stream<Item = Result<WireMessage, WsError>> + Unpin),
+) -> String {
     match within("a message", client.next()).await {
         Some(Ok(WireMessage::Text(text))) => text.as_str().to_owned(),
         other => panic!("expected text, got {other:?}"),
@@ -317,4 +325,61 @@ async fn a_member_on_an_http2_stream_gets_every_broadcast_in_order() {
     }
     let _ = within("closing", client.close(None)).await;
     driver.abort();
+}
+
+/// Broadcasts every text message it receives to the room.
+#[websocket("/chat")]
+async fn chat(mut ws: WebSocket, State(rooms): State<Rooms>) -> tachyon::Result<()> {
+    ws.accept().await?;
+    rooms.join("all", &ws)?;
+    ws.send_text(format!("joined {}", ws.id())).await?;
+    loop {
+        let text = ws.receive_text().await?;
+        rooms.to("all").send(text);
+    }
+}
+
+on_both_servers!(
+    current_thread chat_burst: a_chat_burst_reaches_reading_members_under_tachyon_serve,
+    a_chat_burst_reaches_reading_members_under_axum_serve
+);
+
+/// A client sends 20,000 messages as fast as it can; the handler broadcasts each one to the
+/// room, written straight into the members' idle sockets; the sender and another member read
+/// as fast as they can, on the server's one thread. Every member gets every message: the
+/// handler's loop yields now and then (each message received takes from the task's budget),
+/// so the members' clients get to read before their queues overflow (which would close them
+/// with 1013).
+async fn chat_burst(server: Server) {
+    const BURST: usize = 20_000;
+    /// The burst's message `i`: 1 KiB.
+    fn burst(i: usize) -> String {
+        format!("{i:05} {}", "x".repeat(1018))
+    }
+
+    let rooms = Rooms::new();
+    let served = serve(server, Tachyon::with_state(rooms.clone()).websocket(chat)).await;
+    let mut sender = raw_connect(&served, "/chat").await;
+    joined(&mut sender).await;
+    let mut reader = raw_connect(&served, "/chat").await;
+    joined(&mut reader).await;
+    let (mut sink, echoes) = sender.split();
+    /// Reads the whole burst, in order.
+    async fn read_all(mut client: impl Stream<Item = Result<WireMessage, WsError>> + Unpin) {
+        for i in 0..BURST {
+            assert_eq!(next_text(&mut client).await, burst(i), "message {i}");
+        }
+    }
+    let echoed = tokio::spawn(read_all(echoes));
+    let read = tokio::spawn(read_all(reader));
+    for i in 0..BURST {
+        within("sending", sink.feed(WireMessage::text(burst(i))))
+            .await
+            .expect("the sender is not closed");
+    }
+    within("flushing", sink.flush()).await.expect("flush");
+    within("the sender's echoes", echoed)
+        .await
+        .expect("every echo");
+    within("the reader", read).await.expect("every message");
 }

@@ -5,8 +5,8 @@
 //! When a member's queue is empty and its driver is not writing, the broadcaster writes the
 //! (already framed) message into the member's socket itself, without blocking (`try_write`),
 //! while it holds the member's lock; the driver claims the same lock before it writes, so bytes
-//! of two frames never interleave. What the socket does not take is queued for the driver, in
-//! order.
+//! of two frames never interleave. What the socket does not take is left for the driver, which
+//! writes it before anything else (see below).
 //!
 //! Only the first broadcast a handler makes to a member in one poll goes straight in: the next
 //! ones in the same poll (a burst: `for _ in 0..100 { rooms.to(room).send(..) }`) are queued, so
@@ -20,10 +20,23 @@
 //!   shared reference (`try_write`), beside the driver's reads;
 //! - connections served by anything else (`axum::serve`, a TLS server) get their upgraded IO
 //!   behind a lock ([`Io::Locked`]): the driver takes it for each read and write, a broadcaster
-//!   only tries it (a driver that holds it is busy: the broadcast is queued). The broadcaster
-//!   writes with a waker that does nothing, so it leaves nothing to wake: on `Pending` the message
-//!   is queued and the driver woken, which writes with its own waker; bytes an IO took but still
-//!   holds (TLS) are flushed by the driver ([`Outbound::Flush`](super::Outbound::Flush)).
+//!   only tries it (a driver that holds it is busy: the broadcast is queued), so the driver
+//!   waits for it at most as long as one broadcaster's write, which never blocks. A write that
+//!   returns `Pending` is polled again with a waker that wakes the driver, so that whatever the
+//!   IO registered for it (a socket to drain; TLS may need to read first) wakes the driver
+//!   rather than nobody; if it is still `Pending`, the message is queued and the driver woken,
+//!   which writes with its own waker. Bytes an IO took but still holds (TLS) are flushed by the
+//!   driver.
+//!
+//! What a broadcaster leaves of its write (the end of a frame the socket did not take, or a
+//! flush) is kept apart from the queue, and the driver gets it with its claim of the socket
+//! (`Shared::claim_writer`), before it writes anything of its own: a pong, a close, or the
+//! queue. Until then no broadcaster writes, and later broadcasts wait in the queue. The rule
+//! that keeps this true: the driver puts nothing into its output before it holds the claim.
+//!
+//! A broadcast made outside any handler poll (a task of its own, a plain thread) goes straight
+//! in only once per member and thread: such a loop is a burst too, and its other messages are
+//! queued.
 //!
 //! HTTP/2 streams always go through the queue: their socket is the whole connection's.
 
@@ -129,7 +142,21 @@ pub(crate) enum Io {
     /// socket a broadcaster reaches another way, [`Direct::Tcp`]).
     Owned(TokioIo<Upgraded>),
     /// A broadcaster may write into it too ([`Direct::Locked`]): each call takes the lock.
-    Locked(Arc<Mutex<TokioIo<Upgraded>>>),
+    Locked(Locked),
+}
+
+/// An IO behind the lock that the driver and broadcasters share.
+pub(crate) type Locked = Arc<Mutex<dyn Duplex>>;
+
+/// What a connection reads and writes through.
+pub(crate) trait Duplex: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Duplex for T {}
+
+impl std::fmt::Debug for dyn Duplex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Duplex")
+    }
 }
 
 impl Io {
@@ -139,13 +166,15 @@ impl Io {
         if !shared {
             return (Self::Owned(io), None);
         }
-        let locked = Arc::new(Mutex::new(io));
-        let direct = Direct::Locked(Arc::clone(&locked) as Arc<Mutex<dyn Write>>);
-        (Self::Locked(locked), Some(direct))
+        let locked: Locked = Arc::new(Mutex::new(io));
+        (
+            Self::Locked(Arc::clone(&locked)),
+            Some(Direct::Locked(locked)),
+        )
     }
 
     /// Calls `f` on the IO, under its lock if it has one.
-    fn with<T>(&mut self, f: impl FnOnce(Pin<&mut TokioIo<Upgraded>>) -> T) -> T {
+    fn with<T>(&mut self, f: impl FnOnce(Pin<&mut dyn Duplex>) -> T) -> T {
         match self {
             Self::Owned(io) => f(Pin::new(io)),
             Self::Locked(locked) => f(Pin::new(&mut *lock(locked))),
@@ -201,26 +230,13 @@ impl AsyncWrite for Io {
     }
 }
 
-/// What a broadcaster writes through when it writes into [`Io::Locked`].
-pub(crate) trait Write: AsyncWrite + Send + Unpin {}
-
-impl<T: AsyncWrite + Send + Unpin> Write for T {}
-
 /// How a broadcaster writes straight into a member's connection.
+#[derive(Debug)]
 pub(crate) enum Direct {
     /// The TCP socket, shared with hyper ([`SharedTcp`]).
     Tcp(Arc<TcpStream>),
     /// The upgraded IO, behind the lock the driver takes too ([`Io::Locked`]).
-    Locked(Arc<Mutex<dyn Write>>),
-}
-
-impl std::fmt::Debug for Direct {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Tcp(socket) => f.debug_tuple("Tcp").field(socket).finish(),
-            Self::Locked(_) => f.write_str("Locked"),
-        }
-    }
+    Locked(Locked),
 }
 
 /// What one write straight into a connection did.
@@ -233,10 +249,17 @@ pub(crate) struct Written {
 }
 
 impl Direct {
-    /// Writes what the connection takes of `frame` now, without blocking and without leaving a
-    /// waker behind; `WouldBlock` if it takes nothing now (its socket is full, or its driver is
-    /// reading or writing through the lock).
-    pub(crate) fn try_write(&self, frame: &[u8]) -> io::Result<Written> {
+    /// Writes what the connection takes of `frame` now, without blocking; `WouldBlock` if it
+    /// takes nothing now (its socket is full, or its driver is reading or writing through the
+    /// lock). A locked IO that returns `Pending` is polled again with `driver()`, a waker that
+    /// wakes the connection's driver: whatever the write leaves registered (a socket to drain,
+    /// or a TLS stream that must read before it can write) then wakes the driver, which polls
+    /// the IO with its own waker. Made only then: the common case clones no waker.
+    pub(crate) fn try_write(
+        &self,
+        frame: &[u8],
+        driver: impl Fn() -> Waker,
+    ) -> io::Result<Written> {
         let locked = match self {
             Self::Tcp(socket) => {
                 return socket.try_write(frame).map(|bytes| Written {
@@ -251,23 +274,33 @@ impl Direct {
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(TryLockError::WouldBlock) => return Err(io::ErrorKind::WouldBlock.into()),
         };
-        let bytes = match poll_once(|cx| Pin::new(&mut *io).poll_write(cx, frame)) {
+        let bytes = match poll(&driver, |cx| Pin::new(&mut *io).poll_write(cx, frame)) {
             Poll::Ready(result) => result?,
             Poll::Pending => return Err(io::ErrorKind::WouldBlock.into()),
         };
         // Flushed now if it can be (a plain socket always is); else the driver flushes.
         let unflushed = !matches!(
-            poll_once(|cx| Pin::new(&mut *io).poll_flush(cx)),
+            poll(&driver, |cx| Pin::new(&mut *io).poll_flush(cx)),
             Poll::Ready(Ok(()))
         );
         Ok(Written { bytes, unflushed })
     }
 }
 
-/// Polls `poll` once with a waker that does nothing, outside tokio's cooperative budget: a
-/// broadcast to thousands of members in one task would otherwise exhaust it, and every write
-/// after that would return `Pending` (so be queued) whatever the socket could take.
-fn poll_once<T>(poll: impl FnMut(&mut Context<'_>) -> Poll<T>) -> Poll<T> {
-    let mut cx = Context::from_waker(Waker::noop());
-    pin!(tokio::task::unconstrained(std::future::poll_fn(poll))).poll(&mut cx)
+/// Polls `poll` with a waker that does nothing and, if that is `Pending`, once more with
+/// `driver()`, so that what it registers wakes the driver; both outside tokio's cooperative
+/// budget: a broadcast to thousands of members in one task would otherwise exhaust it, and every
+/// write after that would return `Pending` (so be queued) whatever the socket could take.
+fn poll<T>(
+    driver: &impl Fn() -> Waker,
+    mut poll: impl FnMut(&mut Context<'_>) -> Poll<T>,
+) -> Poll<T> {
+    let mut once = |waker: &Waker| {
+        let mut cx = Context::from_waker(waker);
+        pin!(tokio::task::unconstrained(std::future::poll_fn(&mut poll))).poll(&mut cx)
+    };
+    match once(Waker::noop()) {
+        Poll::Pending => once(&driver()),
+        ready => ready,
+    }
 }

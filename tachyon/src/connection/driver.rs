@@ -20,7 +20,7 @@ use super::outcome::Outcome;
 use super::read_ahead::{Filled, ReadAhead};
 use super::reader::{Incoming, Reader};
 use super::writer::Output;
-use super::{Outbound, Polling, Shared};
+use super::{Claim, Outbound, Polling, Shared, Unfinished};
 use crate::close::CloseCode;
 use crate::error::{DisconnectKind, WebSocketDisconnect};
 use crate::metrics::Tally;
@@ -157,9 +157,9 @@ impl Driver {
     /// Gathers what is due and writes it, until the socket is full or nothing is left; then
     /// flushes once.
     fn write(&mut self, cx: &mut Context<'_>) -> Result<(), WebSocketDisconnect> {
-        let Some(socket) = &mut self.socket else {
+        if self.socket.is_none() {
             return Ok(());
-        };
+        }
         if !self.claimed {
             let pending = self.pong.is_some()
                 || self.urgent.is_some()
@@ -167,11 +167,13 @@ impl Driver {
                 || self.unflushed
                 || self.phase == Phase::Replying
                 || self.phase == Phase::Failing && !self.shut;
-            if !self.shared.claim_writer(pending) {
+            if !self.claim(pending) {
                 return Ok(());
             }
-            self.claimed = true;
         }
+        let Some(socket) = &mut self.socket else {
+            return Ok(());
+        };
         loop {
             while self.output.has_room() && self.phase != Phase::Done {
                 if let Some(payload) = self.pong.take() {
@@ -204,8 +206,6 @@ impl Driver {
                         self.tally.message_sent();
                         self.output.push_prepared(&prepared);
                     }
-                    Some(Outbound::Rest(rest)) => self.output.push_bytes(rest),
-                    Some(Outbound::Flush) => self.unflushed = true,
                     Some(Outbound::Close(code, reason)) => {
                         let payload = frame::close_payload(code.as_u16(), &reason);
                         self.output.push_control(frame::CLOSE, &payload);
@@ -249,6 +249,22 @@ impl Driver {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Claims the socket for writing if `pending` or anything waits (see `direct.rs`); what a
+    /// broadcaster left of its write goes into the output first, before anything of the
+    /// driver's. Nothing goes into the output before the claim.
+    fn claim(&mut self, pending: bool) -> bool {
+        let Claim::Claimed { unfinished } = self.shared.claim_writer(pending) else {
+            return false;
+        };
+        self.claimed = true;
+        match unfinished.map(|unfinished| *unfinished) {
+            Some(Unfinished::Rest(rest)) => self.output.push_bytes(rest),
+            Some(Unfinished::Flush) => self.unflushed = true,
+            None => {}
+        }
+        true
     }
 
     /// Reads while the handler has room for a message (one read ahead); while closing, reads
@@ -314,6 +330,9 @@ impl Driver {
             // pong each); beyond that only the latest one is (RFC 6455 section 5.5.3 allows it),
             // so a client that pings and never reads holds at most one pong here.
             Incoming::Ping(payload) if self.phase == Phase::Open && self.output.has_room() => {
+                if !self.claimed {
+                    self.claim(true);
+                }
                 self.output.push_control(frame::PONG, &payload);
             }
             Incoming::Ping(payload) => self.pong = Some(payload),
@@ -477,5 +496,145 @@ impl<H: Future<Output = Outcome>, G> Future for Run<H, G> {
                 return Poll::Pending;
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::io;
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex, OnceLock, Weak};
+    use std::task::{Context, Poll, Waker};
+
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+    use super::Driver;
+    use crate::connection::direct::{Direct, Io, Locked};
+    use crate::connection::read_ahead::ReadAhead;
+    use crate::connection::{ConnectionId, Prepared, Shared};
+    use crate::message::Message;
+    use crate::metrics::{self, ConnectionMetrics};
+    use crate::settings::Settings;
+
+    /// One end of a connection whose bytes, from the driver and from a broadcaster alike, go
+    /// into `wire`, as they would into one socket. The driver's end reads `input`; the first
+    /// time it reads, `meanwhile` runs first, as a broadcaster on another thread could.
+    struct End {
+        wire: Arc<Mutex<Vec<u8>>>,
+        takes: usize,
+        input: VecDeque<u8>,
+        meanwhile: Option<Box<dyn FnOnce() + Send>>,
+    }
+
+    impl AsyncRead for End {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            if let Some(meanwhile) = self.meanwhile.take() {
+                meanwhile();
+            }
+            if self.input.is_empty() {
+                return Poll::Pending;
+            }
+            let n = buf.remaining().min(self.input.len());
+            let bytes: Vec<u8> = self.input.drain(..n).collect();
+            buf.put_slice(&bytes);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for End {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(self.takes);
+            self.wire.lock().expect("lock").extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_end_of_a_frame_a_broadcaster_wrote_in_part_goes_before_a_pong() {
+        // The client's ping is empty, masked with zeros; the pong is empty.
+        let wire = after_a_broadcast_written_in_part(&[0x89, 0x80, 0, 0, 0, 0]);
+        assert_eq!(
+            wire,
+            [0x81, 5, b'h', b'e', b'l', b'l', b'o', 0x8a, 0],
+            "the frame whole, then the pong"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_end_of_a_frame_a_broadcaster_wrote_in_part_goes_before_the_closing_handshake() {
+        // The client closes with 1000, masked with zeros; the reply echoes the code.
+        let wire = after_a_broadcast_written_in_part(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]);
+        assert_eq!(
+            wire,
+            [0x81, 5, b'h', b'e', b'l', b'l', b'o', 0x88, 2, 0x03, 0xe8],
+            "the frame whole, then the close"
+        );
+    }
+
+    /// What a driver writes when, while it reads `client` (the client's frames), a broadcast
+    /// of `hello` goes straight in, in part: everything on the wire, in order.
+    fn after_a_broadcast_written_in_part(client: &[u8]) -> Vec<u8> {
+        let wire = Arc::new(Mutex::new(Vec::new()));
+        let config = Settings::new().resolve();
+        // The broadcaster's end takes 3 bytes of a write, the driver's all of it.
+        let broadcaster: Locked = Arc::new(Mutex::new(End {
+            wire: Arc::clone(&wire),
+            takes: 3,
+            input: VecDeque::new(),
+            meanwhile: None,
+        }));
+        let shared = Shared::new(
+            &config,
+            ConnectionId::next(),
+            Some(Direct::Locked(broadcaster)),
+            None,
+            ConnectionMetrics::new("/test"),
+        );
+        // While the driver reads, a broadcast of `hello` (7 bytes framed) goes in, in part.
+        let slot: Arc<OnceLock<Weak<Shared>>> = Arc::new(OnceLock::new());
+        let meanwhile = {
+            let slot = Arc::clone(&slot);
+            move || {
+                let shared = slot.get().and_then(Weak::upgrade).expect("the connection");
+                let prepared = Arc::new(Prepared::new(Message::Text("hello".into())));
+                shared
+                    .try_send_prepared(&prepared, &mut metrics::Direct::new())
+                    .expect("written in part");
+            }
+        };
+        let own: Locked = Arc::new(Mutex::new(End {
+            wire: Arc::clone(&wire),
+            takes: usize::MAX,
+            input: client.iter().copied().collect(),
+            meanwhile: Some(Box::new(meanwhile)),
+        }));
+        slot.set(Arc::downgrade(&shared)).expect("set once");
+        let mut driver = Driver::new(
+            ReadAhead::new(Io::Locked(own)),
+            Arc::clone(&shared),
+            &config,
+            None,
+        );
+        let mut cx = Context::from_waker(Waker::noop());
+        let _ = driver.poll_drive(&mut cx);
+        wire.lock().expect("lock").clone()
     }
 }

@@ -37,7 +37,10 @@
 //!
 //! Nothing else is skipped. A handler that calls `tokio::task::yield_now()` wakes its own task
 //! and returns `Pending`; `run` returns `Pending` too (nothing was kicked), and the scheduler
-//! polls the task again later, driver first, as after any other wake-up.
+//! polls the task again later, driver first, as after any other wake-up. A receive that finds
+//! the task's cooperative budget spent does the same (`Shared::poll_receive`): every message
+//! received takes a unit of it, so a handler that receives and broadcasts in a loop yields
+//! after tokio's budget of messages.
 
 mod copy;
 pub(crate) mod deflate;
@@ -58,7 +61,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Waker, ready};
 
 use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
@@ -180,12 +183,6 @@ pub(crate) enum Outbound {
     /// A room's replay to a member that resumes: sent like a message, but outside the queue's
     /// bounds ([`Shared::queue_replay`]).
     Replay(Message),
-    /// The end of a frame a broadcaster wrote into the socket in part (`direct.rs`): it goes
-    /// before anything else.
-    Rest(axum::body::Bytes),
-    /// A broadcaster wrote a whole frame, but the IO may still hold some of it (TLS): the
-    /// driver flushes it.
-    Flush,
     /// The close frame: its code and reason (cut to fit).
     Close(CloseCode, String),
 }
@@ -196,13 +193,45 @@ impl Outbound {
         match self {
             Self::Message(message) => message.len(),
             Self::Prepared(prepared) => prepared.message().len(),
-            Self::Replay(_) | Self::Rest(_) | Self::Flush | Self::Close(..) => 0,
+            Self::Replay(_) | Self::Close(..) => 0,
         }
     }
 }
 
+/// What a broadcaster left of its write into the socket (`direct.rs`).
+#[derive(Debug)]
+pub(crate) enum Unfinished {
+    /// The end of the frame, which the socket did not take.
+    Rest(axum::body::Bytes),
+    /// The whole frame went in, but the IO may still hold some of it (TLS): it needs a flush.
+    Flush,
+}
+
+/// The answer to the driver's claim of the socket ([`Shared::claim_writer`]).
+#[derive(Debug)]
+pub(crate) enum Claim {
+    /// Nothing to write: the socket stays free for broadcasters.
+    Declined,
+    /// The driver writes now, starting with what a broadcaster left unfinished.
+    Claimed { unfinished: Option<Box<Unfinished>> },
+}
+
+/// A waker that wakes the connection's driver: what a broadcaster polls a locked IO with when
+/// the IO cannot take its write at once (`direct.rs`), so that whatever the IO registered then
+/// wakes the driver.
+impl std::task::Wake for Shared {
+    fn wake(self: Arc<Self>) {
+        self.driver.wake();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.driver.wake();
+    }
+}
+
 /// The state of one connection, shared by its `WebSocket`, its senders and its driver. The lock
-/// is never held across an `.await` or while doing I/O.
+/// is never held across an `.await`; the only I/O done under it is a broadcaster's write
+/// straight into the socket (`direct.rs`), which does not block.
 #[derive(Debug)]
 pub(crate) struct Shared {
     id: ConnectionId,
@@ -229,6 +258,10 @@ struct State {
     blocked: bool,
     /// How a broadcaster writes into the connection, while it may (`direct.rs`).
     direct: Option<direct::Direct>,
+    /// What a broadcaster left of a write into the socket, for the driver to finish before it
+    /// writes anything else; broadcasters write nothing more in the meantime.
+    /// Boxed: it is rare, and the state of every connection would otherwise hold its room.
+    unfinished: Option<Box<Unfinished>>,
     /// The driver claimed the socket for writing: it has (or is about to have) bytes on their
     /// way, so nobody else writes into it.
     writing: bool,
@@ -295,6 +328,7 @@ impl Shared {
                 replays: 0,
                 blocked: false,
                 direct: direct.filter(|_| !deflate.is_some_and(|agreed| agreed.server_takeover)),
+                unfinished: None,
                 writing: false,
                 direct_generation: 0,
                 inbox: None,
@@ -359,7 +393,7 @@ impl Shared {
     /// room. The error carries a copy of the message (the bytes are shared).
     /// A message written straight in is counted in `direct`.
     pub(crate) fn try_send_prepared(
-        &self,
+        self: &Arc<Self>,
         prepared: &Arc<Prepared>,
         direct: &mut metrics::Direct,
     ) -> Result<(), TrySendError> {
@@ -369,10 +403,11 @@ impl Shared {
             Err(refused) => return Err(refused.into_error(prepared.message().clone())),
         };
         let generation = generation();
-        if let Some(socket) = state.direct.as_ref().filter(|_| state.queue.is_empty()) {
-            if !state.writing && state.direct_generation != generation {
+        let idle = state.queue.is_empty() && state.unfinished.is_none() && !state.writing;
+        if let Some(socket) = state.direct.as_ref().filter(|_| idle) {
+            if state.direct_generation != generation {
                 let frame = prepared.frame_for(self.deflate);
-                match socket.try_write(&frame) {
+                match socket.try_write(&frame, || Waker::from(Arc::clone(self))) {
                     Ok(written) if written.bytes == frame.len() && !written.unflushed => {
                         state.direct_generation = generation;
                         drop(state);
@@ -381,12 +416,11 @@ impl Shared {
                     }
                     Ok(written) => {
                         direct.sent(&self.metrics, written.bytes);
-                        // The driver writes the rest, before anything else, or flushes.
-                        state.queue.push_back(if written.bytes < frame.len() {
-                            Outbound::Rest(frame.slice(written.bytes..))
+                        state.unfinished = Some(Box::new(if written.bytes < frame.len() {
+                            Unfinished::Rest(frame.slice(written.bytes..))
                         } else {
-                            Outbound::Flush
-                        });
+                            Unfinished::Flush
+                        }));
                         drop(state);
                         self.wake_driver();
                         return Ok(());
@@ -533,17 +567,27 @@ impl Shared {
     // --- Receiving -----------------------------------------------------------------------------
 
     /// The message read ahead, or the disconnect once there is none and the connection ends.
+    ///
+    /// Each message takes a unit of the task's cooperative budget, as a tokio channel's
+    /// `recv` does, so that a handler that receives and broadcasts in a loop yields now and
+    /// then: messages read ahead of it, and broadcasts written straight into sockets
+    /// (`direct.rs`), never return `Pending`, and such a loop fed by a fast client would
+    /// otherwise keep its thread until the client paused, while the members' clients on that
+    /// thread read nothing and their queues overflowed.
     pub(crate) fn poll_receive(
         &self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Message, WebSocketDisconnect>> {
+        let coop = ready!(tokio::task::coop::poll_proceed(cx));
         let mut state = self.lock();
         if let Some(message) = state.inbox.take() {
             drop(state);
+            coop.made_progress();
             self.wake_driver();
             return Poll::Ready(Ok(message));
         }
         if let Some(ending) = &state.ending {
+            coop.made_progress();
             return Poll::Ready(Err(ending.clone()));
         }
         match &mut state.reader {
@@ -588,13 +632,18 @@ impl Shared {
         Some(next)
     }
 
-    /// The driver claims the socket for writing, if it has something to write (`pending`)
-    /// or something is queued. Until it releases it, nobody else writes into the socket.
-    fn claim_writer(&self, pending: bool) -> bool {
+    /// The driver claims the socket for writing, if it has something to write (`pending`),
+    /// something is queued, or a broadcaster left a write unfinished. Until it releases it,
+    /// nobody else writes into the socket.
+    fn claim_writer(&self, pending: bool) -> Claim {
         let mut state = self.lock();
-        let claim = pending || !state.queue.is_empty();
-        state.writing |= claim;
-        claim
+        if !(pending || !state.queue.is_empty() || state.unfinished.is_some()) {
+            return Claim::Declined;
+        }
+        state.writing = true;
+        Claim::Claimed {
+            unfinished: state.unfinished.take(),
+        }
     }
 
     /// The driver wrote everything it had: it releases the socket, unless more was queued
@@ -636,6 +685,7 @@ impl Shared {
             if done {
                 // Nothing will be sent any more: free what waits (and the socket).
                 state.direct = None;
+                state.unfinished = None;
                 state.queue.clear();
                 state.queued_bytes = 0;
                 state.replays = 0;
@@ -826,8 +876,8 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::task::{Context, Poll};
 
-    use super::direct::{Direct, Write};
-    use super::{ConnectionId, Outbound, Prepared, Shared};
+    use super::direct::{Direct, Duplex};
+    use super::{Claim, ConnectionId, Outbound, Polling, Prepared, Shared, Unfinished};
     use crate::message::Message;
     use crate::metrics::{self, ConnectionMetrics};
     use crate::settings::Settings;
@@ -877,15 +927,28 @@ mod tests {
         Arc::new(Prepared::new(Message::Text("hello".into())))
     }
 
+    /// A new handler poll on this thread, as `run` starts one: broadcasts made before it no
+    /// longer count as a burst with the next ones.
+    fn next_poll(shared: &Shared) {
+        drop(Polling::enter(shared));
+    }
+
+    fn claimed(claim: Claim) -> Option<Unfinished> {
+        match claim {
+            Claim::Claimed { unfinished } => unfinished.map(|unfinished| *unfinished),
+            Claim::Declined => panic!("the claim was declined"),
+        }
+    }
+
     /// What every way of writing straight in must do: write only while the driver does not.
     async fn written_straight_only_while_the_driver_does_not_write(
-        shared: &Shared,
+        shared: &Arc<Shared>,
         client: &tokio::net::TcpStream,
     ) {
         let prepared = hello();
         // The driver claimed the socket (it has bytes on their way): the broadcast waits in
         // the queue, and nothing reaches the socket.
-        assert!(shared.claim_writer(true));
+        assert!(claimed(shared.claim_writer(true)).is_none());
         shared
             .try_send_prepared(&prepared, &mut metrics::Direct::new())
             .expect("queued");
@@ -899,7 +962,14 @@ mod tests {
             .expect("written");
         assert_eq!(written(client).await, 7, "the 7-byte frame of `hello`");
         assert!(shared.pop().is_none());
-        // Something queued keeps later broadcasts behind it, in order.
+        // A second one in the same handler poll is a burst: queued, to leave with the rest.
+        shared
+            .try_send_prepared(&prepared, &mut metrics::Direct::new())
+            .expect("queued");
+        assert!(nothing_written(client).await);
+        assert!(matches!(shared.pop(), Some(Outbound::Prepared(_))));
+        // Something queued keeps later broadcasts behind it, in order, in later polls too.
+        next_poll(shared);
         shared
             .try_send(Message::Text("first".into()))
             .expect("queued");
@@ -909,6 +979,13 @@ mod tests {
         assert!(nothing_written(client).await);
         assert!(matches!(shared.pop(), Some(Outbound::Message(_))));
         assert!(matches!(shared.pop(), Some(Outbound::Prepared(_))));
+        // Idle again, in a new poll: straight in again.
+        next_poll(shared);
+        shared
+            .try_send_prepared(&prepared, &mut metrics::Direct::new())
+            .expect("written");
+        assert_eq!(written(client).await, 7);
+        assert!(shared.pop().is_none());
     }
 
     #[tokio::test]
@@ -922,10 +999,11 @@ mod tests {
     async fn a_locked_io_is_written_straight_only_while_the_driver_neither_writes_nor_holds_it() {
         let (server, client) = pair().await;
         let server = Arc::into_inner(server).expect("the only handle");
-        let locked: Arc<Mutex<dyn Write>> = Arc::new(Mutex::new(server));
+        let locked: Arc<Mutex<dyn Duplex>> = Arc::new(Mutex::new(server));
         let shared = shared_with(Direct::Locked(Arc::clone(&locked)));
         written_straight_only_while_the_driver_does_not_write(&shared, &client).await;
         // The driver reads or writes through the lock: the broadcast is queued, not waited for.
+        next_poll(&shared);
         let held = locked.lock().expect("lock");
         shared
             .try_send_prepared(&hello(), &mut metrics::Direct::new())
@@ -935,52 +1013,129 @@ mod tests {
         assert!(matches!(shared.pop(), Some(Outbound::Prepared(_))));
     }
 
-    /// An IO that takes what it is given and then holds it until flushed, like TLS's, or that
-    /// cannot take anything now.
+    /// An IO that takes at most `takes` bytes a write (none: it cannot take any now) and holds
+    /// them until a flush that never completes, like a TLS stream's; it keeps the waker of its
+    /// last `Pending`.
     struct Holding {
-        takes: bool,
+        takes: Option<usize>,
+        registered: Arc<Mutex<Option<std::task::Waker>>>,
+    }
+
+    impl Holding {
+        fn pending<T>(&self, cx: &Context<'_>) -> Poll<T> {
+            *self.registered.lock().expect("lock") = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+
+    impl tokio::io::AsyncRead for Holding {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            self.pending(cx)
+        }
     }
 
     impl tokio::io::AsyncWrite for Holding {
         fn poll_write(
             self: Pin<&mut Self>,
-            _: &mut Context<'_>,
+            cx: &mut Context<'_>,
             buf: &[u8],
         ) -> Poll<std::io::Result<usize>> {
-            if self.takes {
-                Poll::Ready(Ok(buf.len()))
-            } else {
-                Poll::Pending
+            match self.takes {
+                Some(takes) => Poll::Ready(Ok(buf.len().min(takes))),
+                None => self.pending(cx),
             }
         }
 
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-            Poll::Pending
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            self.pending(cx)
         }
 
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-            Poll::Pending
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            self.pending(cx)
         }
     }
 
+    /// A connection over a [`Holding`] IO, and the waker it last registered.
+    fn holding(takes: Option<usize>) -> (Arc<Shared>, Arc<Mutex<Option<std::task::Waker>>>) {
+        let registered = Arc::new(Mutex::new(None));
+        let io = Holding {
+            takes,
+            registered: Arc::clone(&registered),
+        };
+        (
+            shared_with(Direct::Locked(Arc::new(Mutex::new(io)))),
+            registered,
+        )
+    }
+
     #[test]
-    fn a_locked_io_flushed_later_is_left_to_the_driver_and_one_that_refuses_queues() {
-        let shared = shared_with(Direct::Locked(Arc::new(Mutex::new(Holding {
-            takes: true,
-        }))));
+    fn what_a_broadcaster_leaves_of_its_write_goes_to_the_driver_first_and_stops_later_writes() {
+        // The frame went in whole but waits in the IO: the driver flushes, on its claim.
+        let (shared, _) = holding(Some(usize::MAX));
         shared
             .try_send_prepared(&hello(), &mut metrics::Direct::new())
             .expect("written");
-        assert!(matches!(shared.pop(), Some(Outbound::Flush)));
-        assert!(shared.pop().is_none());
-
-        let shared = shared_with(Direct::Locked(Arc::new(Mutex::new(Holding {
-            takes: false,
-        }))));
+        assert!(shared.pop().is_none(), "nothing queued");
+        next_poll(&shared);
         shared
             .try_send_prepared(&hello(), &mut metrics::Direct::new())
             .expect("queued");
         assert!(matches!(shared.pop(), Some(Outbound::Prepared(_))));
+        assert!(matches!(
+            claimed(shared.claim_writer(false)),
+            Some(Unfinished::Flush)
+        ));
+        // The IO took 3 bytes of the 7: the driver gets the other 4, on its claim.
+        let (shared, _) = holding(Some(3));
+        shared
+            .try_send_prepared(&hello(), &mut metrics::Direct::new())
+            .expect("written in part");
+        match claimed(shared.claim_writer(false)) {
+            Some(Unfinished::Rest(rest)) => assert_eq!(&rest[..], b"ello"),
+            other => panic!("expected the rest of the frame, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_write_a_locked_io_refuses_is_queued_and_what_it_registers_wakes_the_driver() {
+        let (shared, registered) = holding(None);
+        let woken = Arc::new(Woken::default());
+        shared
+            .driver
+            .register(&std::task::Waker::from(Arc::clone(&woken)));
+        shared
+            .try_send_prepared(&hello(), &mut metrics::Direct::new())
+            .expect("queued");
+        assert!(matches!(shared.pop(), Some(Outbound::Prepared(_))));
+        assert!(woken.take(), "queuing wakes the driver");
+        // The IO registered the broadcaster's waker, to be woken once it can take more: that
+        // wakes the driver too, which writes what was queued.
+        shared
+            .driver
+            .register(&std::task::Waker::from(Arc::clone(&woken)));
+        let waker = registered.lock().expect("lock").take().expect("registered");
+        waker.wake();
+        assert!(woken.take(), "the IO's wake-up reaches the driver");
+    }
+
+    /// A waker that records that it was woken.
+    #[derive(Default)]
+    struct Woken(std::sync::atomic::AtomicBool);
+
+    impl Woken {
+        fn take(&self) -> bool {
+            self.0.swap(false, std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    impl std::task::Wake for Woken {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     #[test]
