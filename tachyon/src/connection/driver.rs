@@ -329,11 +329,16 @@ impl Driver {
             // Every ping is answered while the writer has room (Autobahn's 2.10 expects one
             // pong each); beyond that only the latest one is (RFC 6455 section 5.5.3 allows it),
             // so a client that pings and never reads holds at most one pong here.
-            Incoming::Ping(payload) if self.phase == Phase::Open && self.output.has_room() => {
+            Incoming::Ping(payload) if self.phase == Phase::Open => {
                 if !self.claimed {
                     self.claim(true);
                 }
-                self.output.push_control(frame::PONG, &payload);
+                // Room is known only after the claim: what a broadcaster left may fill it.
+                if self.output.has_room() {
+                    self.output.push_control(frame::PONG, &payload);
+                } else {
+                    self.pong = Some(payload);
+                }
             }
             Incoming::Ping(payload) => self.pong = Some(payload),
             Incoming::Close(_) if self.phase != Phase::Open => {
@@ -570,7 +575,7 @@ mod tests {
     #[tokio::test]
     async fn the_end_of_a_frame_a_broadcaster_wrote_in_part_goes_before_a_pong() {
         // The client's ping is empty, masked with zeros; the pong is empty.
-        let wire = after_a_broadcast_written_in_part(&[0x89, 0x80, 0, 0, 0, 0]);
+        let wire = after_a_broadcast_written_in_part("hello", &[0x89, 0x80, 0, 0, 0, 0]);
         assert_eq!(
             wire,
             [0x81, 5, b'h', b'e', b'l', b'l', b'o', 0x8a, 0],
@@ -581,7 +586,8 @@ mod tests {
     #[tokio::test]
     async fn the_end_of_a_frame_a_broadcaster_wrote_in_part_goes_before_the_closing_handshake() {
         // The client closes with 1000, masked with zeros; the reply echoes the code.
-        let wire = after_a_broadcast_written_in_part(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]);
+        let wire =
+            after_a_broadcast_written_in_part("hello", &[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]);
         assert_eq!(
             wire,
             [0x81, 5, b'h', b'e', b'l', b'l', b'o', 0x88, 2, 0x03, 0xe8],
@@ -589,11 +595,24 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn the_end_of_a_frame_too_large_to_gather_goes_before_a_pong() {
+        // The 201 bytes left are written from their own buffer, not gathered with the pong
+        // (gathering stops at 135 bytes here): the pong still waits for them.
+        let message = "x".repeat(200);
+        let wire = after_a_broadcast_written_in_part(&message, &[0x89, 0x80, 0, 0, 0, 0]);
+        let mut expected = vec![0x81, 126, 0, 200];
+        expected.extend_from_slice(message.as_bytes());
+        expected.extend_from_slice(&[0x8a, 0]);
+        assert!(wire == expected, "the frame whole, then the pong");
+    }
+
     /// What a driver writes when, while it reads `client` (the client's frames), a broadcast
-    /// of `hello` goes straight in, in part: everything on the wire, in order.
-    fn after_a_broadcast_written_in_part(client: &[u8]) -> Vec<u8> {
+    /// of `message` goes straight in, in part (3 bytes): everything on the wire, in order.
+    /// Its output gathers as little as it can (135 bytes: a control frame's most).
+    fn after_a_broadcast_written_in_part(message: &str, client: &[u8]) -> Vec<u8> {
         let wire = Arc::new(Mutex::new(Vec::new()));
-        let config = Settings::new().resolve();
+        let config = Settings::new().write_buffer_size(1).resolve();
         // The broadcaster's end takes 3 bytes of a write, the driver's all of it.
         let broadcaster: Locked = Arc::new(Mutex::new(End {
             wire: Arc::clone(&wire),
@@ -608,13 +627,14 @@ mod tests {
             None,
             ConnectionMetrics::new("/test"),
         );
-        // While the driver reads, a broadcast of `hello` (7 bytes framed) goes in, in part.
+        // While the driver reads, the broadcast goes in, in part.
         let slot: Arc<OnceLock<Weak<Shared>>> = Arc::new(OnceLock::new());
+        let message = message.to_owned();
         let meanwhile = {
             let slot = Arc::clone(&slot);
             move || {
                 let shared = slot.get().and_then(Weak::upgrade).expect("the connection");
-                let prepared = Arc::new(Prepared::new(Message::Text("hello".into())));
+                let prepared = Arc::new(Prepared::new(Message::Text(message.into())));
                 shared
                     .try_send_prepared(&prepared, &mut metrics::Direct::new())
                     .expect("written in part");
